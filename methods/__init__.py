@@ -1,0 +1,1 @@
+"""Built-in editing methods of editbench (installed as `editbench.methods`); one folder per method."""

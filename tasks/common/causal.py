@@ -1,0 +1,70 @@
+"""Causal language models (GPT-2, GPT-J, Llama/SmolLM2): teacher forcing of `prompt + " " + answer`."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from editbench.api import Batch, EditRequest, RequestOutcome, Task
+from editbench.tasks.common.scoring import evaluate_requests
+
+
+class CausalLMTask(Task):
+    """Task mix-in for decoder-only LMs.
+
+    The answer follows the prompt after one space. Logits are shifted so that position t holds the
+    prediction of token t+1: `labels: [b, T-1]` are the answer ids at the positions that output
+    them, which are exactly the key positions cached by MALMEN ("tokens that output the answer").
+    """
+
+    max_length: int = 128
+
+    def batch(self, pairs: Sequence[tuple[str, str]]) -> Batch:
+        tok = self.tokenizer
+        rows, answer_starts = [], []
+        for prompt, answer in pairs:
+            prompt_ids = tok(prompt)["input_ids"]
+            answer_ids = tok(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+            ids = (prompt_ids + answer_ids)[-self.max_length:]
+            rows.append(ids)
+            answer_starts.append(len(ids) - len(answer_ids))
+        width = max(map(len, rows))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (ids, start) in enumerate(zip(rows, answer_starts)):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            labels[i, start: len(ids)] = input_ids[i, start: len(ids)]
+        # labels[:, t] is predicted at position t-1: drop the first column to align with logits.
+        return Batch({"input_ids": input_ids, "attention_mask": attention}, labels[:, 1:])
+
+    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        return model(**batch.inputs).logits[:, :-1]  # [b, T-1, V]
+
+    def key_mask(self, batch: Batch, module: str, answer_only: bool = True) -> Tensor:
+        if not answer_only:
+            return batch.inputs["attention_mask"].bool()
+        out_answer = batch.labels != -100  # [b, T-1]
+        return torch.nn.functional.pad(out_answer, (0, 1), value=False)  # [b, T]
+
+    def subject_token_index(self, prompt: str, subject: str) -> int:
+        from editbench.errors import EditbenchError
+
+        at = prompt.rfind(subject)
+        if at < 0:
+            raise EditbenchError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+        return len(self.tokenizer(prompt[: at + len(subject)])["input_ids"]) - 1
+
+    def evaluate(self, model: nn.Module, requests: Sequence[EditRequest]) -> list[RequestOutcome]:
+        return evaluate_requests(self, model, requests, self.config.batch_size)
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Right padding with a pad token (GPT-2 and GPT-J ship none: reuse EOS)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer

