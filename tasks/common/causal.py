@@ -68,3 +68,20 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+class HubCausalLMTask(CausalLMTask):
+    """A causal LM loaded from `--set model=PATH`, else `$env_var`, else the hub id `hub_name`."""
+
+    hub_name: str = ""
+    env_var: str = ""
+
+    def load_model(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_source
+
+        source = model_source(self.config.model, self.env_var, self.hub_name)
+        model = load_pretrained(AutoModelForCausalLM, source, self.env_var, dtype, device)
+        self.tokenizer = prepare_tokenizer(load_tokenizer(source, self.env_var))
+        return model

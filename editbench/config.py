@@ -1,0 +1,86 @@
+"""Config dataclasses from defaults plus `--set key=value` overrides (unknown keys are errors)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from editbench.errors import EditbenchError
+
+
+def parse_sets(items: typing.Iterable[str]) -> dict[str, str]:
+    """`["lr=1e-4", "method.steps=10"]` -> `{"lr": "1e-4", "method.steps": "10"}`."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EditbenchError(f"bad --set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(raw: Any, kind: Any, key: str, owner: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    origin = typing.get_origin(kind)
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind in (int, float, str):
+            return kind(raw)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            if raw.lower() in ("none", "null", ""):
+                return None
+            return _convert(raw, args[0], key, owner)
+        if origin in (list, tuple) or kind in (list, tuple):
+            value = json.loads(raw) if raw.startswith("[") else [v for v in raw.split(",") if v]
+            inner = args[0] if args else str
+            items = [_convert(str(v), inner, key, owner) for v in value]
+            return tuple(items) if (origin or kind) is tuple else items
+        return json.loads(raw)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise EditbenchError(f"bad --set {key}={raw!r} for {owner}: expected {getattr(kind, '__name__', kind)}") from None
+
+
+def build_config(config_cls: type, overrides: dict[str, Any], owner: str) -> Any:
+    """`config_cls(**defaults)` with `overrides` converted to the fields' types."""
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise EditbenchError(f"bad --set {unknown[0]!r}: {owner} has no such option (options: {', '.join(sorted(fields)) or 'none'})")
+    values = {k: _convert(v, hints[k], k, owner) for k, v in overrides.items()}
+    try:
+        return config_cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise EditbenchError(f"bad --set for {owner}: {exc}") from None
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+def split_overrides(sets: dict[str, str], method_cls: type, task_cls: type) -> tuple[dict, dict]:
+    """Route `method.KEY` / `task.KEY` explicitly, and a bare KEY to whichever config has it."""
+    method_fields = {f.name for f in dataclasses.fields(method_cls.Config)}
+    task_fields = {f.name for f in dataclasses.fields(task_cls.Config)}
+    method, task = {}, {}
+    for key, value in sets.items():
+        scope, dot, name = key.partition(".")
+        if dot and scope in ("method", "task"):
+            (method if scope == "method" else task)[name] = value
+        elif key in method_fields:
+            method[key] = value
+        elif key in task_fields:
+            task[key] = value
+        else:
+            options = sorted(method_fields | task_fields)
+            raise EditbenchError(f"bad --set {key!r}: neither {method_cls.name!r} nor {task_cls.name!r} has this option "
+                                 f"(options: {', '.join(options)})")
+    return method, task

@@ -1,0 +1,73 @@
+"""ES, GS, LS (the paper's Sec. 3) and the variants we add, from teacher-forced outcomes.
+
+Every metric is a fraction in [0, 1]; `DEFINITIONS` gives each a one-line definition and whether
+higher is better. Token-wise metrics average, over tuples, the fraction of answer tokens whose
+argmax is right (as the official MALMEN code); `*_exact` count a tuple only when all are right.
+"""
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Iterable, Sequence
+
+from editbench.api import RequestOutcome, TupleOutcome
+
+DEFINITIONS: dict[str, tuple[str, str]] = {
+    "es": ("higher", "edit success: per edit prompt, fraction of target tokens that are the teacher-forced argmax; mean over prompts"),
+    "gs": ("higher", "generalization success: the same on the equivalent (rephrased) prompts"),
+    "ls": ("higher", "locality success: the same on the unrelated prompts against their gold answers"),
+    "retention": ("higher", "locality retention: fraction of unrelated-prompt answer positions whose argmax is unchanged by the edit"),
+    "es_exact": ("higher", "edit prompts whose target tokens are all the argmax"),
+    "gs_exact": ("higher", "equivalent prompts whose target tokens are all the argmax"),
+    "ls_exact": ("higher", "unrelated prompts whose gold answer tokens are all the argmax"),
+}
+
+
+def token_accuracy(outcome: TupleOutcome) -> float:
+    pairs = list(zip(outcome.predicted, outcome.gold))
+    return sum(p == g for p, g in pairs) / len(pairs) if pairs else 0.0
+
+
+def exact(outcome: TupleOutcome) -> float:
+    return float(bool(outcome.gold) and outcome.predicted == outcome.gold)
+
+
+def agreement(post: TupleOutcome, pre: TupleOutcome) -> float:
+    pairs = list(zip(post.predicted, pre.predicted))
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else 1.0
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return fmean(values) if values else None
+
+
+def request_metrics(post: RequestOutcome, pre: RequestOutcome | None = None) -> dict[str, float | None]:
+    """The metrics of one request (`pre` gives retention; without it retention is 1 by definition)."""
+    pre_unrelated = pre.unrelated if pre is not None else post.unrelated
+    return {
+        "es": token_accuracy(post.edit),
+        "gs": _mean(map(token_accuracy, post.equivalents)),
+        "ls": _mean(map(token_accuracy, post.unrelated)),
+        "retention": _mean(agreement(a, b) for a, b in zip(post.unrelated, pre_unrelated)),
+        "es_exact": exact(post.edit),
+        "gs_exact": _mean(map(exact, post.equivalents)),
+        "ls_exact": _mean(map(exact, post.unrelated)),
+    }
+
+
+def aggregate(post: Sequence[RequestOutcome], pre: Sequence[RequestOutcome] | None = None) -> dict[str, float | None]:
+    """Metrics over all requests; tuple-level means (GS averages every equivalent tuple)."""
+    pre = pre if pre is not None else post
+    edit = [o.edit for o in post]
+    equivalents = [t for o in post for t in o.equivalents]
+    unrelated = [t for o in post for t in o.unrelated]
+    pre_unrelated = [t for o in pre for t in o.unrelated]
+    return {
+        "es": _mean(map(token_accuracy, edit)),
+        "gs": _mean(map(token_accuracy, equivalents)),
+        "ls": _mean(map(token_accuracy, unrelated)),
+        "retention": _mean(agreement(a, b) for a, b in zip(unrelated, pre_unrelated)),
+        "es_exact": _mean(map(exact, edit)),
+        "gs_exact": _mean(map(exact, equivalents)),
+        "ls_exact": _mean(map(exact, unrelated)),
+    }

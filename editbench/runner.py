@@ -1,0 +1,135 @@
+"""One benchmark run: load the task's model, prepare the method, edit m requests, score, record."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from editbench import registry
+from editbench.config import as_dict, split_overrides
+from editbench.errors import EditbenchError
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """What `editbench run` asks for."""
+
+    method: str = "ft"
+    task: str = "zsre-smollm2"
+    edits: int = 32
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    out: str = "results"
+    sets: dict[str, str] = dataclasses.field(default_factory=dict)
+    data_dir: str | None = None
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EditbenchError(f"--device {device!r} asked for, but torch sees no CUDA device (expected cpu or auto)")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise EditbenchError(f"--device {device!r} is not one of cpu, cuda, cuda:N, auto")
+    return device
+
+
+def artifact_dir(method: Any, task: Any, fingerprint: str) -> Path:
+    """Cache folder of a method's trained state, keyed by method config + task + model fingerprint."""
+    from editbench.data import user_cache
+    from editbench.provenance import config_key
+
+    task_config = {k: v for k, v in as_dict(task.config).items() if k != "batch_size"}
+    key = config_key({"method": method.name, "method_config": as_dict(method.config), "task": task.name,
+                      "task_config": task_config, "model": fingerprint})
+    return user_cache() / "artifacts" / method.name / f"{task.name}-{key}"
+
+
+def _log(message: str) -> None:
+    print(f"editbench: {message}", file=sys.stderr, flush=True)
+
+
+def run(spec: RunSpec) -> dict[str, Any]:
+    """Execute `spec`, append its record to the store under `spec.out`, and return the record."""
+    import torch
+
+    from editbench.measure import Phase
+    from editbench.metrics import aggregate, request_metrics
+    from editbench.provenance import device_name, git_commit, model_fingerprint, versions
+    from editbench.results import write_run
+    from editbench.data import sha256_of
+
+    if spec.dtype not in DTYPES:
+        raise EditbenchError(f"--dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.edits < 1:
+        raise EditbenchError(f"--edits {spec.edits} must be at least 1")
+    device = resolve_device(spec.device)
+    method_cls, task_cls = registry.load("method", spec.method), registry.load("task", spec.task)
+    method_sets, task_sets = split_overrides(spec.sets, method_cls, task_cls)
+    method = registry.create("method", spec.method, method_sets)
+    task = registry.create("task", spec.task, task_sets, data_dir=spec.data_dir)
+    available = task.split_size("eval")
+    if spec.edits > available:
+        raise EditbenchError(f"--edits {spec.edits} is larger than the eval split of {spec.task} ({available} requests)")
+    torch.manual_seed(spec.seed)
+    phases = {}
+
+    _log(f"loading {spec.task}")
+    with Phase(device) as phases["load"]:
+        model = task.load_model(device, getattr(torch, spec.dtype))
+        fingerprint = model_fingerprint(model)
+    _log(f"preparing {spec.method}")
+    with Phase(device) as phases["prepare"]:
+        prepare_info = method.prepare(task, model, artifact_dir(method, task, fingerprint)) or {}
+    requests = task.requests("eval", spec.edits, spec.seed)
+    _log(f"scoring {len(requests)} requests before the edit")
+    with Phase(device) as phases["evaluate_pre"]:
+        pre = task.evaluate(model, requests)
+    _log(f"editing with {spec.method} (m = {len(requests)})")
+    with Phase(device) as phases["edit"]:
+        result = method.edit(task, model, requests)
+    _log("scoring after the edit")
+    with Phase(device) as phases["evaluate_post"]:
+        post = task.evaluate(model, requests)
+
+    run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{spec.method}-{spec.task}-{spec.edits}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
+    record = {
+        "run_id": run_id,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": spec.method,
+        "task": spec.task,
+        "edits": spec.edits,
+        "seed": spec.seed,
+        "dtype": spec.dtype,
+        "config": {"method": as_dict(method.config), "task": as_dict(task.config)},
+        "pre": aggregate(pre),
+        "post": aggregate(post, pre),
+        "train_seconds": phases["prepare"].seconds,
+        "edit_seconds": phases["edit"].seconds,
+        "peak_memory_bytes": phases["edit"].peak_memory_bytes,
+        "phases": {name: dataclasses.asdict(stats) for name, stats in phases.items()},
+        "method_stats": dict(result.stats),
+        "prepare_info": prepare_info,
+        "delta_norms": {name: float(delta.float().norm()) for name, delta in result.deltas.items()},
+        "device": device_name(device),
+        "versions": versions(),
+        "commit": git_commit(),
+        "model_fingerprint": fingerprint,
+        "data_sha256": {name: sha256_of(path) for name, path in task.data_files().items()},
+    }
+    per_edit = [
+        {"request": r.to_dict(), "pre": request_metrics(a), "post": request_metrics(b, a),
+         "pre_outcome": dataclasses.asdict(a), "post_outcome": dataclasses.asdict(b)}
+        for r, a, b in zip(requests, pre, post)
+    ]
+    runs_file = write_run(Path(spec.out), record, per_edit)
+    _log(f"wrote {run_id} to {runs_file}")
+    return record

@@ -1,0 +1,82 @@
+"""Caching keys u and value gradients grad_v L of the edited linear layers (Alg. 1, lines 1-4).
+
+A forward hook keeps each module's input (the key, `[b, t, d]`) and output (the value, `[b, t, d']`);
+`torch.autograd.grad` of the summed answer NLL w.r.t. the values gives the value gradients.
+Only the positions selected by `task.key_mask` are kept, as rows `[n, d]` / `[n, d']`.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from editbench.api import Batch, Task
+from editbench.modules import get_module
+
+
+def answer_logprobs(task: Task, model: nn.Module, batch: Batch) -> Tensor:
+    """Log-probabilities at the answer positions `[k, V]`, at least float32 (float64 stays float64)."""
+    logits = task.logits(model, batch)[batch.labels != -100]
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+
+
+def answer_nll(task: Task, model: nn.Module, batch: Batch) -> Tensor:
+    """-sum log p(y|x) over the answer tokens of the batch (Alg. 1, line 1)."""
+    logprobs = answer_logprobs(task, model, batch)  # [k, V]
+    return -logprobs.gather(-1, batch.labels[batch.labels != -100].unsqueeze(-1)).sum()
+
+
+@contextmanager
+def grad_only_on(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Within the block only `params` require grad (the rest of the LM is frozen)."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def recording(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tuple[Tensor, Tensor]]]:
+    """Yields a dict filled at each forward with module name -> (input [b, t, d], output [b, t, d'])."""
+    seen: dict[str, tuple[Tensor, Tensor]] = {}
+    handles = []
+    for name in names:
+        def hook(module, args, output, name=name):
+            seen[name] = (args[0], output)
+        handles.append(get_module(model, name).register_forward_hook(hook))
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
+            answer_only: bool, batch_size: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d'])."""
+    device = next(model.parameters()).device
+    keys: dict[str, list[Tensor]] = {n: [] for n in names}
+    grads: dict[str, list[Tensor]] = {n: [] for n in names}
+    weights = [get_module(model, n).weight for n in names]
+    starts = range(0, len(pairs), batch_size)
+    with grad_only_on(model, weights), recording(model, names) as seen:
+        for start in tqdm(starts, desc="cache keys", leave=False, disable=None if len(starts) > 4 else True):
+            batch = task.batch(pairs[start:start + batch_size]).to(device)
+            loss = answer_nll(task, model, batch)
+            outputs = [seen[n][1] for n in names]
+            value_grads = torch.autograd.grad(loss, outputs)
+            for name, value_grad in zip(names, value_grads):
+                mask = task.key_mask(batch, name, answer_only).to(device)  # [b, t]
+                keys[name].append(seen[name][0].detach()[mask])
+                grads[name].append(value_grad.detach()[mask])
+            seen.clear()
+    return {n: (torch.cat(keys[n]), torch.cat(grads[n])) for n in names}

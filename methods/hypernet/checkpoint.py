@@ -1,0 +1,42 @@
+"""Editor checkpoints: safetensors weights plus a JSON sidecar, written atomically, never pickled."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from editbench.methods.hypernet.network import Editor
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """A short stable hash of what determines a trained editor (method, task, layers, config)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        if staging.exists():
+            staging.unlink()
+
+
+def save_editor(editor: Editor, path: Path, info: dict[str, Any]) -> None:
+    """Write `path` (.safetensors) and `path.json` (provenance: config, training history)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in editor.state_dict().items()}
+    _atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "editbench-hypernet"}))
+    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
+
+
+def load_editor(editor: Editor, path: Path) -> dict[str, Any]:
+    """Load weights into `editor` (shapes must match); returns the sidecar info."""
+    editor.load_state_dict(load_file(str(path)), strict=True)
+    sidecar = path.with_suffix(".json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}

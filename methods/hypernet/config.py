@@ -1,0 +1,38 @@
+"""Hyper-parameters shared by MALMEN and MEND (paper, Appendix A.6) and the meta-training budget.
+
+The A.6 values are the paper's. The budget fields (`train_steps`, `train_edits`, ...) default to
+what fits the embedded `zsre-smollm2` task in about 20 minutes on 2 CPU cores; the paper trains
+until validation stops improving (raise `train_steps`, keep `patience`).
+"""
+from dataclasses import dataclass, field
+
+from editbench.api import MethodConfig
+
+
+@dataclass
+class HypernetConfig(MethodConfig):
+    # -- the hyper-network (A.1, A.6) ----------------------------------------------------------
+    rank: int = field(default=1920, metadata={"help": "rank of each low-rank block, capped by the width d+d' (A.6)"})
+    blocks: int = field(default=2, metadata={"help": "residual low-rank blocks in the hyper-network (A.6)"})
+    init_lr: float = field(default=1e-6, metadata={"help": "initial per-layer edit step size eta (A.6)"})
+    init_log_ridge: float = field(default=0.0, metadata={"help": "initial theta of the ridge lambda = exp(theta)"})
+    # -- meta-training (Sec. 4.2, A.6) ---------------------------------------------------------
+    meta_lr: float = field(default=1e-5, metadata={"help": "Adam learning rate of the hyper-network (A.6)"})
+    lr_meta_lr: float = field(default=1e-4, metadata={
+        "help": "Adam learning rate of the per-layer step sizes eta (MEND's lr_lr); 0 = use meta_lr"})
+    loc_coef: float = field(default=1.0, metadata={"help": "locality coefficient lambda_loc of L_meta (A.6)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "meta-gradient norm clip (A.6)"})
+    training_mode: str = field(default="economic", metadata={
+        "help": "'economic' (Alg. 2: split back-propagation) or 'concatenated' (editor graph attached to the LM)"})
+    # -- budget (embedded-task defaults, see module docstring) ---------------------------------
+    train_steps: int = field(default=150, metadata={"help": "maximum meta-training steps"})
+    train_edits: int = field(default=64, metadata={"help": "simultaneous edits m per meta-training step"})
+    lm_batch_size: int = field(default=64, metadata={"help": "tuples per LM forward/backward pass"})
+    chunk_size: int = field(default=4096, metadata={"help": "cached (key, value grad) rows per hyper-network pass"})
+    valid_every: int = field(default=25, metadata={"help": "meta-training steps between validations"})
+    valid_edits: int = field(default=64, metadata={"help": "edits of the 'valid' split per validation"})
+    patience: int = field(default=4, metadata={"help": "validations without improvement before early stopping"})
+    seed: int = field(default=0, metadata={"help": "seed of the hyper-network init and of the training samples"})
+    # -- numerics ------------------------------------------------------------------------------
+    solve_dtype: str = field(default="float32", metadata={"help": "dtype of the d x d normal-equation solve: float32 or float64"})
+    checkpoint: bool = field(default=True, metadata={"help": "save the trained editor under cache_dir and reuse it"})

@@ -1,0 +1,79 @@
+"""Aggregating value differences into one shift, and its manual gradients (Sec. 4.1, 4.2).
+
+Row layout: `keys: [n, d]` holds U^T, `value_diffs: [n, d']` holds D^T, a shift is `[d', d]`.
+- normal equation: S* = D U^T (U U^T + lambda I)^{-1}, solved with a Cholesky factor of the
+  `d x d` system (no explicit inverse);
+- Theorem 1: grad_D = grad_W (U U^T + lambda I)^{-1} U;
+- Theorem 2: dL/dlambda = -tr(grad_W (U U^T + lambda I)^{-1} S*^T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from editbench.errors import EditbenchError
+
+
+@dataclass
+class RidgeSystem:
+    """Cholesky factor of `U U^T + lambda I` (`[d, d]`) for one layer."""
+
+    factor: Tensor
+    ridge: float
+
+    def solve(self, rhs: Tensor) -> Tensor:
+        """(U U^T + lambda I)^{-1} rhs, rhs: [d, k] -> [d, k] (in the factor's dtype)."""
+        return torch.cholesky_solve(rhs.to(self.factor.dtype), self.factor)
+
+
+def ridge_system(keys: Tensor, ridge: float, dtype: torch.dtype = torch.float32, name: str = "layer") -> RidgeSystem:
+    """Factor `U U^T + lambda I` for keys `[n, d]`; a singular system (lambda = 0) is a clear error."""
+    n, d = keys.shape
+    if ridge <= 0 and n < d:
+        raise EditbenchError(
+            f"{name}: U U^T is singular ({n} cached keys < key size {d}) and lambda = 0; "
+            "the normal equation has no unique solution (use malmen, with a learned ridge)")
+    u = keys.to(dtype)
+    gram = u.T @ u  # [d, d]
+    gram.diagonal().add_(ridge)
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        raise EditbenchError(f"{name}: U U^T + {ridge:g} I is not positive definite (singular keys); "
+                             "the normal equation has no unique solution")
+    return RidgeSystem(factor, float(ridge))
+
+
+def normal_equation(keys: Tensor, value_diffs: Tensor, system: RidgeSystem) -> Tensor:
+    """S* = D U^T (U U^T + lambda I)^{-1}: keys [n, d], value_diffs [n, d'] -> [d', d]."""
+    rhs = keys.to(system.factor.dtype).T @ value_diffs.to(system.factor.dtype)  # U D^T: [d, d']
+    return system.solve(rhs).T.to(value_diffs.dtype)  # A symmetric: (A^{-1} U D^T)^T = D U^T A^{-1}
+
+
+def normal_equation_autograd(keys: Tensor, value_diffs: Tensor, ridge: Tensor) -> Tensor:
+    """The same S* with autograd through D and lambda (the concatenated, MEND-style graph)."""
+    d = keys.shape[1]
+    gram = keys.T @ keys + ridge * torch.eye(d, dtype=keys.dtype, device=keys.device)  # [d, d]
+    return torch.linalg.solve(gram, keys.T @ value_diffs).T  # [d', d]
+
+
+def weight_grad_solve(weight_grad: Tensor, system: RidgeSystem) -> Tensor:
+    """M = grad_W (U U^T + lambda I)^{-1}: [d', d] -> [d', d] (Alg. 2)."""
+    return system.solve(weight_grad.T).T
+
+
+def value_diff_grads(solved_grad: Tensor, keys: Tensor) -> Tensor:
+    """Theorem 1, rows: grad_D^T = U^T M^T, solved_grad M: [d', d], keys [n, d] -> [n, d']."""
+    return keys.to(solved_grad.dtype) @ solved_grad.T
+
+
+def ridge_grad(solved_grad: Tensor, shift: Tensor) -> Tensor:
+    """Theorem 2: dL/dlambda = -tr(M S*^T) = -<M, S*>."""
+    return -(solved_grad * shift.to(solved_grad.dtype)).sum()
+
+
+def mean_residual(keys: Tensor, value_diffs: Tensor, shift: Tensor) -> Tensor:
+    """Fig. 8: per-token ||S* u_j - d_j|| / ||d_j||, returned as the vector [n]."""
+    residual = keys @ shift.T - value_diffs  # [n, d']
+    return residual.norm(dim=-1) / value_diffs.norm(dim=-1).clamp_min(torch.finfo(value_diffs.dtype).tiny)

@@ -1,0 +1,46 @@
+"""MEMIT hyper-parameters: the published GPT-J setting (Meng et al. 2023; reference `EleutherAI_gpt-j-6B.json`).
+
+The edited layers are not configured here: they come from `task.edit_modules("memit")` (GPT-J
+blocks 3-8 as published; the loss layer is the last of them, as in the paper's Sec. 4.3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from editbench.api import MethodConfig
+
+# Short fixed sentences standing in for the reference's generated prefixes ("{prefix}. {prompt}"):
+# the reference samples 5 ten-token continuations of "The", "Therefore", "Because", "I", "You" from
+# the model itself; fixed text keeps edits deterministic and needs no generation (no commas, so that
+# a `--set prefixes=a,b` override can list them).
+DEFAULT_PREFIXES = (
+    "The following text is taken from a reference book.",
+    "Therefore it is worth repeating the facts below.",
+    "Because people often ask about it here is the answer.",
+    "I read about this in the newspaper yesterday.",
+    "You may already know some of these facts.",
+)
+
+
+@dataclass
+class MemitConfig(MethodConfig):
+    # -- target values z (Sec. 4.3, Eq. 16) ------------------------------------------------------
+    steps: int = field(default=25, metadata={"help": "forward passes of the z optimisation per request (reference GPT-J config: 25; the issue quotes 20); the last one only measures"})
+    lr: float = field(default=0.5, metadata={"help": "Adam learning rate of the residual delta"})
+    weight_decay: float = field(default=0.5, metadata={"help": "weight of the reference's ||delta|| / ||z0||^2 penalty"})
+    kl_factor: float = field(default=0.0625, metadata={"help": "weight of the KL term on the '{subject} is a' prompt (essence drift)"})
+    clamp_norm_factor: float = field(default=0.75, metadata={"help": "||delta|| is clamped to this fraction of ||z0||"})
+    stop_loss: float = field(default=0.05, metadata={"help": "a request stops optimising once its loss is below this (reference: 5e-2)"})
+    prefixes: tuple[str, ...] = field(default=DEFAULT_PREFIXES, metadata={"help": "fixed context prefixes prepended to the prompt (besides the bare prompt) for z and the keys"})
+    kl_prompt: str = field(default="{} is a", metadata={"help": "essence prompt of the KL term; '{}' is the subject"})
+    z_batch_size: int = field(default=16, metadata={"help": "requests optimised together (memory grows with it)"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per forward pass when reading keys and outputs"})
+    # -- batch update (Eq. 14) -------------------------------------------------------------------
+    update_weight: float = field(default=15000.0, metadata={"help": "lambda, the mom2 update weight multiplying the key covariance"})
+    solve_dtype: str = field(default="float64", metadata={"help": "dtype of the linear solve (reference: float64)"})
+    # -- covariance statistics (Sec. 4.2) --------------------------------------------------------
+    stats_corpus: str = field(default="wikitext-2", metadata={"help": "'wikitext-2' (validation split, data folder), a local text file, or a `datasets` name such as 'wikitext-103' or 'NAME:CONFIG'"})
+    stats_samples: int = field(default=1000, metadata={"help": "texts read from the corpus (paper: 100,000 Wikipedia articles; WikiText-2 valid has 1,841 paragraphs)"})
+    stats_max_length: int = field(default=512, metadata={"help": "tokens kept per text"})
+    stats_batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward pass of the statistics"})
+    stats_dtype: str = field(default="float32", metadata={"help": "dtype of the keys and the stored covariance (reference: float32); sums are kept in float64"})

@@ -1,0 +1,146 @@
+"""MEMIT's key statistics: the uncentred covariance `C = E[k kᵀ]` of each edited module's input.
+
+`C` is the `C_0 / n` of the paper's Eq. 14 (the reference's "mom2"), estimated from a text corpus.
+One forward pass serves every edited layer: pre-hooks on all edited modules read their inputs, and
+the forward stops as soon as the last of them has been read (the blocks above are never run).
+Results are cached per (model, module, corpus, sample count) as safetensors with a JSON provenance
+file beside each, written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from editbench.data import write_atomic
+from editbench.modules import get_module
+
+
+class _StopForward(Exception):
+    """Raised by the last hook of a statistics pass: nothing after the edited layers is needed."""
+
+
+def token_batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_tokens: int) -> list[tuple[Tensor, Tensor]]:
+    """(input_ids [b, t], attention_mask [b, t]) batches of at most `batch_tokens` padded tokens.
+
+    Texts are sorted by length (longest first) so that little padding is computed.
+    """
+    rows = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    rows = sorted((r for r in rows if r), key=len, reverse=True)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches, start = [], 0
+    while start < len(rows):
+        width = len(rows[start])
+        size = max(1, batch_tokens // width)
+        chunk = rows[start:start + size]
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, r in enumerate(chunk):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        batches.append((ids, mask))
+        start += size
+    return batches
+
+
+@torch.no_grad()
+def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], module_names: Sequence[str],
+                   dtype: torch.dtype = torch.float32, progress: bool = True) -> tuple[dict[str, Tensor], int]:
+    """Sums `Σ k kᵀ` ([d_in, d_in], float64) of each module's input over all real tokens, and the token count.
+
+    Each batch's product is taken in `dtype` and added to a float64 sum.
+    """
+    device = next(model.parameters()).device
+    batches = list(batches)
+    sums: dict[str, Tensor] = {}
+    seen: set[str] = set()
+    current: dict[str, Tensor] = {}
+
+    def reader(name: str):
+        def read(module: nn.Module, args: tuple) -> None:
+            keys = args[0][current["mask"]].to(dtype)  # [n, d_in]: real tokens only
+            product = keys.T @ keys  # [d_in, d_in]
+            if name in sums:
+                sums[name] += product
+            else:
+                sums[name] = product.double()
+            seen.add(name)
+            if len(seen) == len(module_names):
+                raise _StopForward
+        return read
+
+    handles = [get_module(model, n).register_forward_pre_hook(reader(n)) for n in module_names]
+    count = 0
+    try:
+        total = sum(int(mask.sum()) for _, mask in batches)
+        with tqdm(total=total, unit="tok", desc="memit statistics", disable=None if progress else True) as bar:
+            for ids, mask in batches:
+                current["mask"] = mask.to(device).bool()
+                seen.clear()
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                except _StopForward:
+                    pass
+                tokens = int(mask.sum())
+                count += tokens
+                bar.update(tokens)
+    finally:
+        for h in handles:
+            h.remove()
+    return sums, count
+
+
+def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
+    """sha256 of the model class and every parameter's name, shape, dtype and a strided sample of its values."""
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        picked = flat[:: max(1, flat.numel() // sample)][:sample].float().cpu()
+        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+        digest.update(picked.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CovarianceCache:
+    """Covariances of one (model, corpus, sample count, token limit, dtype), one file per module.
+
+    folder/<module>.safetensors holds `covariance` [d_in, d_in]; folder/<module>.json its provenance.
+    """
+
+    def __init__(self, root: Path, fingerprint: str, corpus: str, samples: int, max_length: int, dtype: str):
+        self.identity = {"model": fingerprint, "corpus": corpus, "samples": samples, "max_length": max_length, "dtype": dtype}
+        key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        self.folder = Path(root) / "memit-stats" / key
+
+    def path(self, module: str) -> Path:
+        return self.folder / f"{module}.safetensors"
+
+    def missing(self, modules: Sequence[str]) -> list[str]:
+        return [m for m in modules if not (self.path(m).is_file() and self.path(m).with_suffix(".json").is_file())]
+
+    def load(self, module: str) -> Tensor:
+        return load_file(self.path(module))["covariance"]
+
+    def store(self, module: str, covariance: Tensor, provenance: dict[str, Any]) -> None:
+        write_atomic(self.path(module), save({"covariance": covariance.contiguous()}))
+        record = {**self.identity, **provenance, "module": module}
+        write_atomic(self.path(module).with_suffix(".json"), (json.dumps(record, indent=1) + "\n").encode())
+
+
+def compute_covariances(model: nn.Module, tokenizer: Any, module_names: Sequence[str], texts: Sequence[str],
+                        max_length: int, batch_tokens: int, dtype: torch.dtype) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """`C = Σ k kᵀ / n` ([d_in, d_in] in `dtype`) for each module, from one pass over `texts`."""
+    start = time.perf_counter()
+    batches = token_batches(tokenizer, texts, max_length, batch_tokens)
+    sums, count = second_moments(model, batches, module_names, dtype)
+    covariances = {name: (sums[name] / count).to(dtype) for name in module_names}
+    info = {"tokens": count, "texts": len(texts), "seconds": round(time.perf_counter() - start, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return covariances, info

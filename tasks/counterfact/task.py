@@ -1,0 +1,94 @@
+"""CounterFact tasks: insert a counterfactual (`target_new`); GS on a paraphrase; LS on a
+neighbourhood prompt with its true answer. Not in the MALMEN paper: MEMIT's headline data.
+
+Data: `counterfact-train.json` (10,000) gives the editor's train and valid splits (9,500 / 500,
+seed 0); `counterfact-edit.json` (10,000, disjoint case ids) is the eval split. Any other file in
+either layout (e.g. ROME's `counterfact.json`) can replace them: `--set train_path=... eval_path=...`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from editbench.api import EditRequest, TaskConfig
+from editbench.data import resolve
+from editbench.errors import EditbenchError
+from editbench.tasks.common.causal import HubCausalLMTask
+from editbench.tasks.common.layers import gptj_modules_for
+from editbench.tasks.common.records import read_records
+from editbench.tasks.common.sampling import sample, split_records
+from editbench.tasks.common.smollm2 import SmolLM2Task
+from editbench.tasks.counterfact.data import COUNTERFACT_EDIT, COUNTERFACT_TRAIN, parse_request
+
+VALID_SIZE = 500
+
+
+@dataclass
+class CounterfactConfig(TaskConfig):
+    train_path: str = field(default="", metadata={"help": "CounterFact file for train/valid ('' = counterfact-train.json)"})
+    eval_path: str = field(default="", metadata={"help": "CounterFact file for eval ('' = counterfact-edit.json)"})
+
+
+class CounterfactTask:
+    """CounterFact data for any causal LM (a mix-in placed before the model-family task class)."""
+
+    Config = CounterfactConfig
+
+    def __init__(self, config=None, data_dir=None):
+        super().__init__(config, data_dir)
+        self._splits: dict[str, list[EditRequest]] | None = None
+        self._files: dict[str, Path] = {}
+
+    def _read(self, configured: str, default, split: str) -> list[EditRequest]:
+        if configured:
+            source = configured
+            if Path(configured).expanduser().is_file():
+                self._files[configured] = Path(configured).expanduser()
+        else:
+            path = resolve(default, self.data_dir)
+            self._files[default.path] = path
+            source = str(path)
+        return [parse_request(r) for r in read_records(source, split)]
+
+    def _load(self) -> dict[str, list[EditRequest]]:
+        if self._splits is None:
+            train = self._read(self.config.train_path, COUNTERFACT_TRAIN, "train")
+            held = split_records(train, {"valid": VALID_SIZE, "train": len(train)}, seed=0)
+            evaluation = self._read(self.config.eval_path, COUNTERFACT_EDIT, "test")
+            self._splits = {"train": held["train"], "valid": held["valid"], "eval": evaluation}
+        return self._splits
+
+    def _split(self, split: str) -> list[EditRequest]:
+        splits = self._load()
+        if split not in splits:
+            raise EditbenchError(f"unknown split {split!r}; expected one of {', '.join(splits)}")
+        return splits[split]
+
+    def split_size(self, split: str) -> int:
+        return len(self._split(split))
+
+    def requests(self, split: str, count: int, seed: int) -> list[EditRequest]:
+        return sample(self._split(split), count, seed, what=f"{self.name} {split} split")
+
+    def data_files(self) -> dict[str, Path]:
+        self._load()
+        return dict(self._files)
+
+
+class CounterfactSmolLM2(CounterfactTask, SmolLM2Task):
+    """CounterFact on the embedded SmolLM2-135M-Instruct (30 blocks)."""
+
+    name = "counterfact-smollm2"
+    description = "CounterFact counterfactual edits on SmolLM2-135M-Instruct (embedded, CPU; 9,500/500/10,000)"
+
+
+class CounterfactGPTJ(CounterfactTask, HubCausalLMTask):
+    """CounterFact on GPT-J 6B, MEMIT's headline setting; layers as `zsre-gptj`."""
+
+    name = "counterfact-gptj"
+    description = "CounterFact counterfactual edits on GPT-J 6B (MEMIT's headline data; not in the paper)"
+    hub_name = "EleutherAI/gpt-j-6b"
+    env_var = "EDITBENCH_GPTJ"
+
+    def edit_modules(self, role: str) -> list[str]:
+        return gptj_modules_for(role)

@@ -1,0 +1,148 @@
+"""The CLI end to end through a throw-away plug-in distribution installed with pip.
+
+The plug-in registers a task (a tiny random GPT-2 with synthetic facts) and a method through the
+same entry-point groups as the built-ins; `editbench list` and `editbench run` must find them.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+PLUGIN_MODULE = '''
+"""A third-party plug-in for editbench (test fixture)."""
+from editbench.api import EditResult, Method
+from editbench.modules import add_to_weight, get_module, weight_of
+from tiny import TinyCausalTask
+
+
+class PluginTask(TinyCausalTask):
+    name = "plugin-tiny"
+    description = "plug-in task: tiny GPT-2 with synthetic facts"
+
+    def __init__(self, config=None, data_dir=None):
+        super().__init__("gpt2", config=config)
+
+
+class ScaleDown(Method):
+    """Shrinks the FT modules by 1 %: a real (if useless) weight edit with known deltas."""
+    name = "plugin-scale"
+    description = "plug-in method: scale the edited weights by 0.99"
+
+    def edit(self, task, model, requests):
+        deltas = {}
+        for name in task.edit_modules("ft"):
+            module = get_module(model, name)
+            deltas[name] = -0.01 * weight_of(module).detach().clone()
+            add_to_weight(module, deltas[name])
+        return EditResult(deltas, {"scaled_modules": float(len(deltas))})
+'''
+
+PYPROJECT = '''
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+[project]
+name = "editbench-test-plugin"
+version = "0.0.1"
+[project.entry-points."editbench.tasks"]
+plugin-tiny = "editbench_test_plugin:PluginTask"
+[project.entry-points."editbench.methods"]
+plugin-scale = "editbench_test_plugin:ScaleDown"
+[tool.setuptools]
+py-modules = ["editbench_test_plugin"]
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plugin")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
+    (root / "pkg" / "editbench_test_plugin.py").write_text(textwrap.dedent(PLUGIN_MODULE))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(root / "site"), str(root / "pkg")], check=True, capture_output=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "site"), str(TESTS), env.get("PYTHONPATH", "")])
+    env["EDITBENCH_CACHE"] = str(root / "cache")
+    return env
+
+
+def editbench(env, *args):
+    return subprocess.run([sys.executable, "-m", "editbench.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_list_shows_plugins_next_to_builtins(plugin_env):
+    proc = editbench(plugin_env, "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "plugin-tiny" in proc.stdout and "plug-in task" in proc.stdout
+    assert "plugin-scale" in proc.stdout and "ft " in proc.stdout and "zsre-smollm2" in proc.stdout
+
+
+def test_run_records_a_full_result(plugin_env, tmp_path):
+    out = tmp_path / "store"
+    proc = editbench(plugin_env, "run", "--method", "plugin-scale", "--task", "plugin-tiny", "--edits", "4",
+                     "--seed", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    for key in ("method", "task", "edits", "seed", "config", "pre", "post", "train_seconds", "edit_seconds",
+                "peak_memory_bytes", "device", "versions", "commit", "data_sha256", "phases"):
+        assert key in record, key
+    assert record["method"] == "plugin-scale" and record["edits"] == 4 and record["seed"] == 3
+    for side in ("pre", "post"):
+        assert set(record[side]) >= {"es", "gs", "ls", "retention"}
+        assert all(v is None or 0.0 <= v <= 1.0 for v in record[side].values())
+    assert record["pre"]["retention"] == 1.0
+    assert record["peak_memory_bytes"] > 0 and record["phases"]["edit"]["seconds"] >= 0
+    assert record["method_stats"] == {"scaled_modules": 6.0}
+    edits = [json.loads(line) for line in (out / record["edits_file"]).read_text().splitlines()]
+    assert len(edits) == 4 and {"request", "pre", "post"} <= set(edits[0])
+
+
+def test_ft_runs_on_the_plugin_task(plugin_env, tmp_path):
+    proc = editbench(plugin_env, "run", "--method", "ft", "--task", "plugin-tiny", "--edits", "8",
+                     "--set", "epochs=20", "--set", "lr=1e-2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "runs.jsonl").read_text())
+    assert record["config"]["method"]["epochs"] == 20
+    assert record["post"]["es"] > record["pre"]["es"] + 0.2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--task", "plugin-tin"], "did you mean 'plugin-tiny'"),
+    (["--edits", "0"], "--edits 0 must be at least 1"),
+    (["--edits", "33"], "--edits 33 is larger than the eval split of plugin-tiny (32 requests)"),
+    (["--set", "lr"], "bad --set 'lr': expected KEY=VALUE"),
+    (["--set", "epochs=many"], "bad --set epochs='many'"),
+    (["--device", "tpu"], "--device 'tpu' is not one of"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(plugin_env, tmp_path, args, message):
+    base = ["run", "--method", "ft", "--task", "plugin-tiny", "--edits", "2", "--out", str(tmp_path / "store")]
+    proc = editbench(plugin_env, *base, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_missing_model_path_is_one_line(plugin_env, tmp_path):
+    env = dict(plugin_env, EDITBENCH_DATA=str(TESTS.parents[1] / "shared" / "data"))
+    proc = editbench(env, "run", "--task", "zsre-smollm2", "--set", "model=/no/such/model", "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2, proc.stderr
+    assert "model path '/no/such/model' does not exist" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "s").exists()
+
+
+def test_help_is_fast_and_has_examples(plugin_env):
+    proc = editbench(plugin_env, "run", "--help")
+    assert proc.returncode == 0 and "editbench run --method malmen" in proc.stdout
+    check = subprocess.run([sys.executable, "-c", "import sys, editbench.cli; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, env=plugin_env)
+    assert check.stdout.strip() == "False"

@@ -1,0 +1,40 @@
+"""ES/GS/LS/retention against hand-computed values."""
+import pytest
+
+from editbench.api import RequestOutcome, TupleOutcome
+from editbench.metrics import DEFINITIONS, aggregate, request_metrics
+
+
+def t(pred, gold):
+    return TupleOutcome(list(pred), list(gold))
+
+
+def test_token_fraction_and_exact_by_hand():
+    post = [
+        RequestOutcome(t([1, 2, 3], [1, 2, 4]), [t([5], [5]), t([6, 7], [0, 7])], [t([8, 9], [8, 9])]),
+        RequestOutcome(t([1], [1]), [], [t([3, 3], [4, 4])]),
+    ]
+    pre = [
+        RequestOutcome(t([0, 0, 0], [1, 2, 4]), [t([0], [5]), t([0, 0], [0, 7])], [t([8, 0], [8, 9])]),
+        RequestOutcome(t([0], [1]), [], [t([3, 3], [4, 4])]),
+    ]
+    m = aggregate(post, pre)
+    assert m["es"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["es_exact"] == pytest.approx(0.5)
+    assert m["gs"] == pytest.approx((1 + 0.5) / 2)  # mean over the two equivalent tuples
+    assert m["gs_exact"] == pytest.approx(0.5)
+    assert m["ls"] == pytest.approx((1 + 0) / 2)
+    assert m["ls_exact"] == pytest.approx(0.5)
+    assert m["retention"] == pytest.approx((0.5 + 1) / 2)  # [8,9] vs pre [8,0]; [3,3] vs [3,3]
+    assert aggregate(pre)["retention"] == 1.0
+
+
+def test_missing_equivalents_give_none_not_a_number():
+    post = [RequestOutcome(t([1], [1]), [], [])]
+    m = aggregate(post)
+    assert m["gs"] is None and m["ls"] is None and m["es"] == 1.0
+    assert request_metrics(post[0])["gs"] is None
+
+
+def test_every_metric_has_a_definition():
+    assert set(aggregate([RequestOutcome(t([1], [1]))])) == set(DEFINITIONS)
