@@ -60,6 +60,11 @@ def recording(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tupl
             h.remove()
 
 
+def _at_least_float32(rows: Tensor) -> Tensor:
+    """bf16/fp16 activations are cached in float32, the editor's dtype; float64 stays float64."""
+    return rows.to(torch.promote_types(rows.dtype, torch.float32))
+
+
 def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
             answer_only: bool, batch_size: int) -> dict[str, tuple[Tensor, Tensor]]:
     """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d'])."""
@@ -76,7 +81,7 @@ def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[
             value_grads = torch.autograd.grad(loss, outputs)
             for name, value_grad in zip(names, value_grads):
                 mask = task.key_mask(batch, name, answer_only).to(device)  # [b, t]
-                keys[name].append(seen[name][0].detach()[mask])
-                grads[name].append(value_grad.detach()[mask])
+                keys[name].append(_at_least_float32(seen[name][0].detach()[mask]))  # [n_b, d]
+                grads[name].append(_at_least_float32(value_grad.detach()[mask]))  # [n_b, d']
             seen.clear()
     return {n: (torch.cat(keys[n]), torch.cat(grads[n])) for n in names}

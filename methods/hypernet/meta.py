@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from editbench.api import Batch, Task
 from editbench.methods.hypernet.capture import answer_logprobs, answer_nll, capture, grad_only_on
 from editbench.methods.hypernet.network import Editor
-from editbench.methods.hypernet.shifts import chunks, compute_shifts, residual_of
+from editbench.methods.hypernet.shifts import chunks, compute_shifts, residual_of, stack_groups
 from editbench.methods.hypernet.solve import normal_equation_autograd, ridge_grad, value_diff_grads, weight_grad_solve
 from editbench.modules import get_module, is_transposed, weight_of
 
@@ -67,23 +67,26 @@ def _batch_loss(task: Task, model: nn.Module, batch: Batch, pre: Tensor | None) 
     return (pre.exp() * (pre - post)).sum()
 
 
-def _meta_terms(task: Task, model: nn.Module, batch_plan, coef_gen: float, coef_loc: float):
-    """Yields the loss term of each LM batch (scaled so that their sum is L_meta)."""
-    eq_batches, unrel_batches, pre = batch_plan
+def _meta_terms(task: Task, model: nn.Module, plan, reference):
+    """Yields the loss term of each LM batch, scaled so that their sum is L_meta.
+
+    `reference(batch)` gives the pre-edit log-probabilities of an unrelated batch.
+    """
+    eq_batches, unrel_batches, coef_gen, coef_loc = plan
     for b in eq_batches:
         yield coef_gen * _batch_loss(task, model, b, None)
-    for b, p in zip(unrel_batches, pre):
-        yield coef_loc * _batch_loss(task, model, b, p)
+    for b in unrel_batches:
+        yield coef_loc * _batch_loss(task, model, b, reference(b))
 
 
 def _plan(task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup):
+    """(equivalent batches, unrelated batches, 1 / #gen tokens, lambda_loc / #loc tokens)."""
     device = next(model.parameters()).device
     eq = _batches(task, step.equivalents, setup.lm_batch_size, device)
     unrel = _batches(task, step.unrelated, setup.lm_batch_size, device)
-    pre = reference_logprobs(task, model, unrel)
     coef_gen = 1.0 / _answer_count(eq) if eq else 0.0
     coef_loc = setup.loc_coef / _answer_count(unrel) if unrel else 0.0
-    return (eq, unrel, pre), coef_gen, coef_loc
+    return eq, unrel, coef_gen, coef_loc
 
 
 def meta_gradient(editor: Editor, task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup,
@@ -101,55 +104,79 @@ def meta_gradient(editor: Editor, task: Task, model: nn.Module, step: MetaBatch,
 
 def _economic(editor, task, model, cache, step, setup) -> dict[str, float]:
     shifts = compute_shifts(editor, cache, setup.aggregation, setup.chunk_size, setup.solve_dtype, setup.no_reg)
-    plan, coef_gen, coef_loc = _plan(task, model, step, setup)
+    plan = _plan(task, model, step, setup)
     # (iv)-(v): L_meta through the edited LM, gradient accumulated on the edited weights only.
     modules = [get_module(model, n) for n in setup.names]
     originals = [weight_of(m).detach().clone() for m in modules]
+    edited = [w + shifts[n].shift.to(w.dtype) for n, w in zip(setup.names, originals)]
+
+    def load(weights):
+        with torch.no_grad():
+            for m, w in zip(modules, weights):
+                weight_of(m).copy_(w)
+
+    def reference(batch):  # pre-edit distribution, one batch at a time: memory flat in m
+        load(originals)
+        try:
+            return reference_logprobs(task, model, [batch])[0]
+        finally:
+            load(edited)
+
     meta_loss = 0.0
     try:
         with grad_only_on(model, [m.weight for m in modules]):
             for m in modules:
                 m.weight.grad = None
-            with torch.no_grad():
-                for name, m in zip(setup.names, modules):
-                    weight_of(m).add_(shifts[name].shift.to(m.weight.dtype))
-            for term in _meta_terms(task, model, plan, coef_gen, coef_loc):
+            load(edited)
+            for term in _meta_terms(task, model, plan, reference):
                 term.backward()
                 meta_loss += float(term.detach())
             weight_grads = {n: (m.weight.grad.T if is_transposed(m) else m.weight.grad).clone()
                             for n, m in zip(setup.names, modules)}  # [d', d]
     finally:
-        with torch.no_grad():
-            for m, w in zip(modules, originals):
-                weight_of(m).copy_(w)
-                m.weight.grad = None
-    # (vi)-(vii): re-run the editor with graph, chunk by chunk, and back-propagate <grad_D, D>.
-    for name, (keys, value_grads) in cache.items():
-        grad_w = weight_grads[name].to(keys.dtype)
-        layer = shifts[name]
+        load(originals)
+        for m in modules:
+            m.weight.grad = None
+    # (vi)-(vii): re-run the editor with graph, chunk by chunk over the stacked rows of each shape
+    # group, and back-propagate the proxy loss.
+    for group in stack_groups(editor, cache):
         if setup.aggregation == "normal":
-            solved = weight_grad_solve(grad_w, layer.system)  # M: [d', d]
-            diff_grads = value_diff_grads(solved, keys).to(keys.dtype)  # Theorem 1, rows [n, d']
-            if not setup.no_reg:
-                index = editor.index(name)
-                d_ridge = ridge_grad(solved, layer.shift) * editor.ridge(name).detach().to(solved.dtype)  # Theorem 2, dL/dtheta
-                grad = torch.zeros_like(editor.log_ridge)
-                grad[index] = d_ridge.to(grad.dtype)
-                editor.log_ridge.grad = grad if editor.log_ridge.grad is None else editor.log_ridge.grad + grad
-            for c in chunks(len(keys), setup.chunk_size):
-                diffs = editor.value_diffs(name, keys[c], value_grads[c])  # [c, d']
-                (diffs * diff_grads[c]).sum().backward()
+            diff_grads = torch.empty_like(group.value_grads)  # grad_D^T rows, [N, d']
+            for name in group.names:
+                layer = shifts[name]
+                solved = weight_grad_solve(weight_grads[name].to(group.keys.dtype), layer.system)  # M: [d', d]
+                diff_grads[group.slices[name]] = value_diff_grads(solved, group.keys[group.slices[name]])  # Theorem 1
+                if not setup.no_reg:
+                    _add_ridge_grad(editor, name, ridge_grad(solved, layer.shift))  # Theorem 2
+            for c in chunks(len(group.keys), setup.chunk_size):
+                diffs = editor.rows_value_diffs(group.key, group.keys[c], group.value_grads[c], group.layer[c])
+                (diffs * diff_grads[c]).sum().backward()  # sum_j <grad_d_j, d_j>
         else:
-            for c in chunks(len(keys), setup.chunk_size):
-                # <grad_W, S*_c> with S*_c = -eta grad~_V U~^T, without forming S*_c.
-                pseudo_keys, pseudo_grads = editor.pseudo(name, keys[c], value_grads[c])
-                proxy = -editor.lr[editor.index(name)] * ((pseudo_grads @ grad_w) * pseudo_keys).sum()
+            positions = {n: editor.groups[group.key].index(n) for n in group.names}
+            for c in chunks(len(group.keys), setup.chunk_size):
+                # <grad_W, S*_c> with S*_c = -eta grad~_V U~^T, row by row: -eta grad~_v_j^T grad_W u~_j.
+                layer = group.layer[c]
+                pseudo_keys, pseudo_grads = editor.nets[group.key](group.keys[c], group.value_grads[c], layer)
+                lr = editor.rows_lr(group.key, layer)  # [c, 1]
+                proxy = 0.0
+                for name, position in positions.items():
+                    rows = layer == position
+                    grad_w = weight_grads[name].to(group.keys.dtype)  # [d', d]
+                    proxy = proxy - (lr[rows] * (pseudo_grads[rows] @ grad_w) * pseudo_keys[rows]).sum()
                 proxy.backward()
     return {"meta_loss": meta_loss, "mean_residual": residual_of(shifts)}
 
 
+def _add_ridge_grad(editor: Editor, name: str, d_ridge: Tensor) -> None:
+    """Accumulate dL/dtheta = lambda dL/dlambda (lambda = exp(theta)) into `editor.log_ridge.grad`."""
+    grad = torch.zeros_like(editor.log_ridge)
+    grad[editor.index(name)] = (d_ridge * editor.ridge(name).detach().to(d_ridge.dtype)).to(grad.dtype)
+    editor.log_ridge.grad = grad if editor.log_ridge.grad is None else editor.log_ridge.grad + grad
+
+
 def _concatenated(editor, task, model, cache, step, setup) -> dict[str, float]:
-    plan, coef_gen, coef_loc = _plan(task, model, step, setup)
+    plan = _plan(task, model, step, setup)
+    pre = {id(b): p for b, p in zip(plan[1], reference_logprobs(task, model, plan[1]))}
     shifts: dict[str, Tensor] = {}
     for name, (keys, value_grads) in cache.items():
         if setup.aggregation == "normal":
@@ -165,7 +192,7 @@ def _concatenated(editor, task, model, cache, step, setup) -> dict[str, float]:
         handles.append(get_module(model, name).register_forward_hook(add_shift))
     try:
         with grad_only_on(model, []):
-            total = sum(_meta_terms(task, model, plan, coef_gen, coef_loc))
+            total = sum(_meta_terms(task, model, plan, lambda b: pre[id(b)]))
             total.backward()
     finally:
         for h in handles:

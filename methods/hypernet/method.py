@@ -63,8 +63,9 @@ class HypernetMethod(Method):
         cfg = dataclasses.asdict(self.config)
         cfg.pop("checkpoint", None)
         names = task.edit_modules(self.role)
-        payload = {"method": self.name, "task": task.name, "task_config": dataclasses.asdict(task.config)
-                   if dataclasses.is_dataclass(task.config) else str(task.config),
+        task_config = dataclasses.asdict(task.config) if dataclasses.is_dataclass(task.config) else {}
+        task_config.pop("batch_size", None)  # scoring batch size: no effect on the trained editor
+        payload = {"method": self.name, "task": task.name, "task_config": task_config,
                    "modules": {n: shape_of(get_module(model, n)) for n in names}, "config": cfg}
         return Path(cache_dir) / f"{self.name}-{task.name}-{fingerprint(payload)}.safetensors"
 
@@ -75,7 +76,8 @@ class HypernetMethod(Method):
         path = self.checkpoint_path(task, model, cache_dir)
         if self.config.checkpoint and path.is_file():
             info = load_editor(self.editor, path)
-            return {"checkpoint": str(path), "reused": True, **{k: v for k, v in info.items() if k != "history"}}
+            summary = {k: v for k, v in info.items() if k not in ("history", "config")}
+            return {"checkpoint": str(path), "reused": True, **summary}
         was_training = model.training
         model.eval()
         try:

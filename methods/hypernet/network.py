@@ -130,6 +130,16 @@ class Editor(nn.Module):
         layer = torch.full((keys.shape[0],), position, dtype=torch.long, device=keys.device)
         return self.nets[key](keys, value_grads, layer)
 
+    def rows_lr(self, key: str, layer: Tensor) -> Tensor:
+        """eta of each row's layer, [N, 1]; `layer` indexes the layers of shape group `key`."""
+        indices = torch.tensor([self.index(n) for n in self.groups[key]], device=layer.device)
+        return self.lr[indices[layer]].unsqueeze(-1)
+
+    def rows_value_diffs(self, key: str, keys: Tensor, value_grads: Tensor, layer: Tensor) -> Tensor:
+        """d_j for rows of several layers of one shape group (vectorised over layers), [N, d']."""
+        pseudo_keys, pseudo_grads = self.nets[key](keys, value_grads, layer)
+        return -self.rows_lr(key, layer) * (pseudo_keys * keys).sum(-1, keepdim=True) * pseudo_grads
+
     def value_diffs(self, name: str, keys: Tensor, value_grads: Tensor) -> Tensor:
         """d_j = -eta (u~_j . u_j) grad~_v_j (Appendix A.2), rows: [N, d']."""
         pseudo_keys, pseudo_grads = self.pseudo(name, keys, value_grads)

@@ -31,9 +31,35 @@ def chunks(rows: int, size: int) -> Iterator[slice]:
         yield slice(start, start + size)
 
 
-def value_diffs_chunked(editor: Editor, name: str, keys: Tensor, value_grads: Tensor, chunk_size: int) -> Tensor:
-    """D^T rows `[n, d']` computed chunk by chunk."""
-    return torch.cat([editor.value_diffs(name, keys[c], value_grads[c]) for c in chunks(len(keys), chunk_size)])
+@dataclass
+class GroupRows:
+    """The cached rows of all layers of one shape group, stacked: keys [N, d], value_grads [N, d'],
+    layer [N] (position in the group), and each layer's slice of the rows."""
+
+    key: str
+    names: list[str]
+    keys: Tensor
+    value_grads: Tensor
+    layer: Tensor
+    slices: dict[str, slice]
+
+
+def stack_groups(editor: Editor, cache: dict[str, tuple[Tensor, Tensor]]) -> list[GroupRows]:
+    """Stack the cached rows of the layers sharing a hyper-network, to run it once per group."""
+    out = []
+    for key, members in editor.groups.items():
+        names = [n for n in members if n in cache]
+        if not names:
+            continue
+        sizes = [len(cache[n][0]) for n in names]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        device = cache[names[0]][0].device
+        layer = torch.cat([torch.full((size,), members.index(n), dtype=torch.long, device=device)
+                           for n, size in zip(names, sizes)])
+        out.append(GroupRows(key, names, torch.cat([cache[n][0] for n in names]),
+                             torch.cat([cache[n][1] for n in names]), layer,
+                             {n: slice(a, a + size) for n, a, size in zip(names, starts, sizes)}))
+    return out
 
 
 def layer_ridge(editor: Editor, name: str, no_reg: bool) -> float:
@@ -43,18 +69,27 @@ def layer_ridge(editor: Editor, name: str, no_reg: bool) -> float:
 @torch.no_grad()
 def compute_shifts(editor: Editor, cache: dict[str, tuple[Tensor, Tensor]], aggregation: str, chunk_size: int,
                    solve_dtype: torch.dtype = torch.float32, no_reg: bool = False) -> dict[str, LayerShift]:
-    """name -> LayerShift for every cached layer, without autograd graph."""
+    """name -> LayerShift for every cached layer, without autograd graph (one net pass per shape group)."""
     out: dict[str, LayerShift] = {}
-    for name, (keys, value_grads) in cache.items():
-        diffs = value_diffs_chunked(editor, name, keys, value_grads, chunk_size)  # [n, d']
-        if aggregation == "normal":
-            system = ridge_system(keys, layer_ridge(editor, name, no_reg), solve_dtype, name)
-            shift = normal_equation(keys, diffs, system)  # [d', d]
-        else:
-            system = None
-            shift = sum(editor.summed_shift(name, keys[c], value_grads[c]) for c in chunks(len(keys), chunk_size))
-        out[name] = LayerShift(shift, system, mean_residual(keys, diffs, shift))
-    return out
+    for group in stack_groups(editor, cache):
+        net = editor.nets[group.key]
+        rows = len(group.keys)
+        pseudo = [net(group.keys[c], group.value_grads[c], group.layer[c]) for c in chunks(rows, chunk_size)]
+        pseudo_keys = torch.cat([p[0] for p in pseudo])  # [N, d]
+        pseudo_grads = torch.cat([p[1] for p in pseudo])  # [N, d']
+        lr = editor.rows_lr(group.key, group.layer)  # [N, 1]
+        diffs_all = -lr * (pseudo_keys * group.keys).sum(-1, keepdim=True) * pseudo_grads  # d_j, [N, d']
+        for name in group.names:
+            rows_of = group.slices[name]
+            keys, diffs = group.keys[rows_of], diffs_all[rows_of]
+            if aggregation == "normal":
+                system = ridge_system(keys, layer_ridge(editor, name, no_reg), solve_dtype, name)
+                shift = normal_equation(keys, diffs, system)  # [d', d]
+            else:
+                system = None
+                shift = -editor.lr[editor.index(name)] * pseudo_grads[rows_of].T @ pseudo_keys[rows_of]  # [d', d]
+            out[name] = LayerShift(shift, system, mean_residual(keys, diffs, shift))
+    return {n: out[n] for n in cache}
 
 
 def residual_of(shifts: dict[str, LayerShift]) -> float:

@@ -43,4 +43,5 @@ class MemitConfig(MethodConfig):
     stats_samples: int = field(default=1000, metadata={"help": "texts read from the corpus (paper: 100,000 Wikipedia articles; WikiText-2 valid has 1,841 paragraphs)"})
     stats_max_length: int = field(default=512, metadata={"help": "tokens kept per text"})
     stats_batch_tokens: int = field(default=4096, metadata={"help": "padded tokens per forward pass of the statistics"})
+    stats_dir: str = field(default="", metadata={"help": "folder of the cached covariances ('' = <editbench cache>/statistics, shared by every MEMIT config)"})
     stats_dtype: str = field(default="float32", metadata={"help": "dtype of the keys and the stored covariance (reference: float32); sums are kept in float64"})

@@ -76,8 +76,8 @@ def require_subjects(requests: Sequence[EditRequest]) -> None:
         raise EditbenchError(f"MEMIT needs the subject of each request; none given for {', '.join(missing[:3])}{more}")
 
 
-class _StopForward(Exception):
-    """Raised once every hooked activation of a forward has been read."""
+class StopForward(Exception):
+    """Raised by a hook once every activation a forward pass was run for has been read."""
 
 
 @torch.no_grad()
@@ -95,7 +95,7 @@ def read_at_subjects(model: nn.Module, prompts: Prompts, inputs_of: Sequence[str
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         found[name].append(hidden[rows, current["position"]].float())
         if all(len(v) == current["batches"] for v in found.values()):
-            raise _StopForward
+            raise StopForward
 
     handles = [get_module(model, n).register_forward_pre_hook(lambda m, a, n=n: keep(n, a[0])) for n in inputs_of]
     handles += [get_module(model, n).register_forward_hook(lambda m, a, o, n=n: keep(n, hidden_of(o))) for n in outputs_of]
@@ -106,7 +106,7 @@ def read_at_subjects(model: nn.Module, prompts: Prompts, inputs_of: Sequence[str
             current["batches"] = start // batch_size + 1
             try:
                 model(**part.batch.inputs)
-            except _StopForward:
+            except StopForward:
                 pass
     finally:
         for h in handles:

@@ -20,11 +20,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from editbench.data import write_atomic
+from editbench.methods.memit.locate import StopForward
 from editbench.modules import get_module
-
-
-class _StopForward(Exception):
-    """Raised by the last hook of a statistics pass: nothing after the edited layers is needed."""
 
 
 def token_batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_tokens: int) -> list[tuple[Tensor, Tensor]]:
@@ -73,7 +70,7 @@ def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], m
                 sums[name] = product.double()
             seen.add(name)
             if len(seen) == len(module_names):
-                raise _StopForward
+                raise StopForward
         return read
 
     handles = [get_module(model, n).register_forward_pre_hook(reader(n)) for n in module_names]
@@ -86,7 +83,7 @@ def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], m
                 seen.clear()
                 try:
                     model(input_ids=ids.to(device), attention_mask=mask.to(device))
-                except _StopForward:
+                except StopForward:
                     pass
                 tokens = int(mask.sum())
                 count += tokens
@@ -95,17 +92,6 @@ def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], m
         for h in handles:
             h.remove()
     return sums, count
-
-
-def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
-    """sha256 of the model class and every parameter's name, shape, dtype and a strided sample of its values."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    for name, param in model.named_parameters():
-        flat = param.detach().reshape(-1)
-        picked = flat[:: max(1, flat.numel() // sample)][:sample].float().cpu()
-        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-        digest.update(picked.numpy().tobytes())
-    return digest.hexdigest()
 
 
 class CovarianceCache:
@@ -138,6 +124,9 @@ def compute_covariances(model: nn.Module, tokenizer: Any, module_names: Sequence
                         max_length: int, batch_tokens: int, dtype: torch.dtype) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """`C = Σ k kᵀ / n` ([d_in, d_in] in `dtype`) for each module, from one pass over `texts`."""
     start = time.perf_counter()
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    max_length = min(max_length, limit) if limit else max_length  # never past the model's positions
     batches = token_batches(tokenizer, texts, max_length, batch_tokens)
     sums, count = second_moments(model, batches, module_names, dtype)
     covariances = {name: (sums[name] / count).to(dtype) for name in module_names}

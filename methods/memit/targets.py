@@ -74,23 +74,21 @@ def residual_added(model: nn.Module, block: str, delta: Tensor, state: dict):
 def optimise_targets(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str,
                      config: MemitConfig) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Target values `z: [m, d]` and initial values `z0: [m, d]` at block `block`'s output, and statistics."""
-    z, z0, losses, first, steps = [], [], [], [], []
-    for start in range(0, len(requests), config.z_batch_size):
-        part = _optimise_chunk(task, model, requests[start:start + config.z_batch_size], block, config)
-        for store, value in zip((z, z0, losses, first, steps), part):
-            store.append(value)
-    losses_all, first_all, steps_all = torch.cat(losses), torch.cat(first), torch.cat(steps).float()
+    parts = [_optimise_chunk(task, model, requests[start:start + config.z_batch_size], block, config)
+             for start in range(0, len(requests), config.z_batch_size)]
+    z, z0, loss, nll_before, nll_after, passes = (torch.cat(column) for column in zip(*parts))
     stats = {
-        "z_nll_before": float(first_all.mean()),
-        "z_loss_after": float(losses_all.mean()),
-        "z_converged": float((losses_all < config.stop_loss).float().mean()),
-        "z_steps_mean": float(steps_all.mean()),
+        "z_nll_before": float(nll_before.mean()),
+        "z_nll_after": float(nll_after.mean()),
+        "z_loss_after": float(loss.mean()),
+        "z_converged": float((loss < config.stop_loss).float().mean()),
+        "z_passes_mean": float(passes.float().mean()),
     }
-    return torch.cat(z), torch.cat(z0), stats
+    return z, z0, stats
 
 
 def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig):
-    """One batch of requests: returns z [m, d], z0 [m, d], final loss [m], initial NLL [m], forward passes [m]."""
+    """One batch of requests: z [m, d], z0 [m, d], final loss [m], first and last NLL [m], forward passes [m]."""
     device = next(model.parameters()).device
     m = len(requests)
     head, tail = split_kl_prompt(config.kl_prompt)
@@ -111,6 +109,7 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
         frozen = torch.zeros_like(z0)
         final_loss = torch.full((m,), float("nan"), device=device)
         first_nll = torch.zeros(m, device=device)
+        final_nll = torch.zeros(m, device=device)
         passes = torch.zeros(m, dtype=torch.long, device=device)
         initial_log_probs: Tensor | None = None  # [m, V]: next token after the subject, unedited model
         state: dict = {}
@@ -129,6 +128,7 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
                         + config.weight_decay * delta[active].norm(dim=1) / z0[active].norm(dim=1) ** 2)  # [a]
                 passes[active] += 1
                 final_loss[active] = loss.detach()
+                final_nll[active] = nll.detach()[active]
                 finished = torch.zeros_like(done)
                 finished[active] = loss.detach() < config.stop_loss
                 frozen[finished] = delta.detach()[finished]
@@ -144,7 +144,7 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
                     delta.mul_(scale[:, None])
                     delta[done] = frozen[done]
     z = (z0 + delta).detach()
-    return z, z0, final_loss, first_nll, passes
+    return z, z0, final_loss, first_nll, final_nll, passes
 
 
 def _losses(task: Task, model: nn.Module, rows: Prompts, is_essence: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:

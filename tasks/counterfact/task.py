@@ -12,12 +12,11 @@ from pathlib import Path
 
 from editbench.api import EditRequest, TaskConfig
 from editbench.data import resolve
-from editbench.errors import EditbenchError
-from editbench.tasks.common.causal import HubCausalLMTask
-from editbench.tasks.common.layers import gptj_modules_for
+from editbench.tasks.common.gptj import GPTJTask
 from editbench.tasks.common.records import read_records
-from editbench.tasks.common.sampling import sample, split_records
+from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.smollm2 import SmolLM2Task
+from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.counterfact.data import COUNTERFACT_EDIT, COUNTERFACT_TRAIN, parse_request
 
 VALID_SIZE = 500
@@ -29,7 +28,7 @@ class CounterfactConfig(TaskConfig):
     eval_path: str = field(default="", metadata={"help": "CounterFact file for eval ('' = counterfact-edit.json)"})
 
 
-class CounterfactTask:
+class CounterfactTask(SplitRequests):
     """CounterFact data for any causal LM (a mix-in placed before the model-family task class)."""
 
     Config = CounterfactConfig
@@ -58,22 +57,6 @@ class CounterfactTask:
             self._splits = {"train": held["train"], "valid": held["valid"], "eval": evaluation}
         return self._splits
 
-    def _split(self, split: str) -> list[EditRequest]:
-        splits = self._load()
-        if split not in splits:
-            raise EditbenchError(f"unknown split {split!r}; expected one of {', '.join(splits)}")
-        return splits[split]
-
-    def split_size(self, split: str) -> int:
-        return len(self._split(split))
-
-    def requests(self, split: str, count: int, seed: int) -> list[EditRequest]:
-        return sample(self._split(split), count, seed, what=f"{self.name} {split} split")
-
-    def data_files(self) -> dict[str, Path]:
-        self._load()
-        return dict(self._files)
-
 
 class CounterfactSmolLM2(CounterfactTask, SmolLM2Task):
     """CounterFact on the embedded SmolLM2-135M-Instruct (30 blocks)."""
@@ -82,13 +65,8 @@ class CounterfactSmolLM2(CounterfactTask, SmolLM2Task):
     description = "CounterFact counterfactual edits on SmolLM2-135M-Instruct (embedded, CPU; 9,500/500/10,000)"
 
 
-class CounterfactGPTJ(CounterfactTask, HubCausalLMTask):
+class CounterfactGPTJ(CounterfactTask, GPTJTask):
     """CounterFact on GPT-J 6B, MEMIT's headline setting; layers as `zsre-gptj`."""
 
     name = "counterfact-gptj"
     description = "CounterFact counterfactual edits on GPT-J 6B (MEMIT's headline data; not in the paper)"
-    hub_name = "EleutherAI/gpt-j-6b"
-    env_var = "EDITBENCH_GPTJ"
-
-    def edit_modules(self, role: str) -> list[str]:
-        return gptj_modules_for(role)

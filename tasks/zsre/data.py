@@ -37,8 +37,11 @@ class ZsreFact:
     subject: str | None
 
 
-def parse_fact(record: Record, target: str = "answers") -> ZsreFact:
-    """One zsRE record of either layout; a bad record raises naming its location and field."""
+def parse_fact(record: Record) -> ZsreFact:
+    """One zsRE record of either layout; a bad record raises naming its location and field.
+
+    An empty or missing `alt` is allowed (one of the 800 local records has none): such a record
+    cannot be edited to `alt` and `ZsreTask` skips it when the target is 'alt'."""
     fields = record.fields
     if "src" in fields:
         question, answer = record.text("src"), record.texts("answers")[0]
@@ -59,10 +62,9 @@ def parse_fact(record: Record, target: str = "answers") -> ZsreFact:
         unrelated = None
     else:
         raise record.fail("src", "is missing (expected MEND 'src' or KILT 'input')")
-    if target == "alt" and not (alt and alt.strip()):
-        raise record.fail("alt", "is missing or empty, and the task edits to 'alt'")
     subject = fields.get("subject") if isinstance(fields.get("subject"), str) else None
-    return ZsreFact(question.strip(), answer.strip(), rephrase.strip(), alt.strip() if alt else None, unrelated, subject)
+    alt = alt.strip() if alt and alt.strip() else None
+    return ZsreFact(question.strip(), answer.strip(), rephrase.strip(), alt, unrelated, subject)
 
 
 def to_request(request_id: str, fact: ZsreFact, target: str, unrelated: list[tuple[str, str]]) -> EditRequest:

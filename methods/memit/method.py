@@ -1,0 +1,125 @@
+"""MEMIT: mass-editing memory in a transformer (Meng et al. 2023), as an editbench method.
+
+1. `prepare`: key covariances C of every edited module from a text corpus (one pass, cached).
+2. `edit`: target values z_i at the output of the last edited block (`targets.py`), then for each
+   edited layer l, earliest first, with the updates of the layers before it already applied:
+   keys K (module input at the subject's last token, averaged over the contexts), residuals
+   R = (z − h_L) / (layers left), and Δ_l = R Kᵀ (λ C + K Kᵀ)⁻¹ (Eq. 14, `update.py`).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from editbench.api import EditRequest, EditResult, Method, Task
+from editbench.data import user_cache
+from editbench.errors import EditbenchError
+from editbench.methods.memit.config import MemitConfig
+from editbench.methods.memit.corpus import load_texts
+from editbench.methods.memit.locate import block_of, contexts, mean_by_owner, read_at_subjects, require_subjects, tokenise
+from editbench.methods.memit.stats import CovarianceCache, compute_covariances
+from editbench.methods.memit.targets import optimise_targets, split_kl_prompt
+from editbench.methods.memit.update import memit_update
+from editbench.modules import add_to_weight, get_module
+from editbench.provenance import model_fingerprint
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def dtype_named(name: str, what: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise EditbenchError(f"{what} {name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class Memit(Method):
+    name = "memit"
+    description = "MEMIT (Meng et al. 2023): z optimisation + least-squares update spread over several FFN layers"
+    Config = MemitConfig
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        cfg = self.config
+        dtype_named(cfg.stats_dtype, "stats_dtype")
+        dtype_named(cfg.solve_dtype, "solve_dtype")
+        split_kl_prompt(cfg.kl_prompt)
+        for name in ("steps", "z_batch_size", "batch_size", "stats_samples", "stats_max_length", "stats_batch_tokens"):
+            if getattr(cfg, name) < 1:
+                raise EditbenchError(f"memit {name} must be at least 1, got {getattr(cfg, name)}")
+        self._covariances: dict[str, torch.Tensor] = {}
+
+    # -- statistics ----------------------------------------------------------------------------
+    def prepare(self, task: Task, model: nn.Module, cache_dir: Path) -> dict[str, Any]:
+        """Load or compute (one pass for all missing layers) the key covariances of the edited modules.
+
+        They depend on the model, corpus and sample count only, not on the other MEMIT settings, so
+        they are cached under `stats_dir` (default: the user cache) rather than the per-config
+        `cache_dir`, and shared by every MEMIT configuration.
+        """
+        _refuse_encoder_decoder(task, model)
+        cfg = self.config
+        names = task.edit_modules("memit")
+        root = Path(cfg.stats_dir).expanduser() if cfg.stats_dir else user_cache() / "statistics"
+        cache = CovarianceCache(root, model_fingerprint(model), cfg.stats_corpus, cfg.stats_samples,
+                                cfg.stats_max_length, cfg.stats_dtype)
+        missing = cache.missing(names)
+        info: dict[str, Any] = {"stats_cache": str(cache.folder), "stats_computed": missing}
+        if missing:
+            texts, source = load_texts(cfg.stats_corpus, cfg.stats_samples, task.data_dir)
+            covariances, measured = compute_covariances(model, task.tokenizer, missing, texts, cfg.stats_max_length,
+                                                        cfg.stats_batch_tokens, dtype_named(cfg.stats_dtype, "stats_dtype"))
+            for name in missing:
+                cache.store(name, covariances[name], {**measured, "source": source})
+            info["stats"] = {**measured, "source": source}
+        self._covariances = {name: cache.load(name) for name in names}
+        return info
+
+    # -- editing -------------------------------------------------------------------------------
+    def edit(self, task: Task, model: nn.Module, requests: Sequence[EditRequest]) -> EditResult:
+        cfg = self.config
+        _refuse_encoder_decoder(task, model)
+        require_subjects(requests)
+        names = task.edit_modules("memit")
+        if any(n not in self._covariances for n in names):
+            self.prepare(task, model, user_cache())
+        block = block_of(names[-1])
+        device = next(model.parameters()).device
+        m = len(requests)
+
+        start = time.perf_counter()
+        z, z0, stats = optimise_targets(task, model, requests, block, cfg)  # [m, d] each
+        stats["z_seconds"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        rows = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, cfg.prefixes)]
+        prompts = tokenise(task, rows)
+        bare = torch.arange(0, len(rows), 1 + len(cfg.prefixes))  # first context of each request
+        deltas = {}
+        with torch.no_grad():
+            for i, name in enumerate(names):
+                found = read_at_subjects(model, prompts, inputs_of=[name], outputs_of=[block], batch_size=cfg.batch_size)
+                keys = mean_by_owner(found[name], prompts.owner, m)  # [m, d_in], averaged over contexts
+                current = found[block][bare].to(device)  # [m, d]
+                # Spread what is still missing at layer L evenly over the layers left (reference: resid / (L − i)).
+                residuals = (z - current) / (len(names) - i)  # [m, d]
+                delta = memit_update(keys.to(device).T, residuals.T, self._covariances[name], cfg.update_weight,
+                                     dtype_named(cfg.solve_dtype, "solve_dtype"))  # [d_out, d_in]
+                add_to_weight(get_module(model, name), delta)
+                deltas[name] = delta.float()
+                if i == 0:
+                    stats["residual_norm_before"] = float((z - current).norm(dim=1).mean())
+            after = read_at_subjects(model, prompts.select(bare), outputs_of=[block], batch_size=cfg.batch_size)[block]
+        stats["residual_norm_after"] = float((z - after.to(device)).norm(dim=1).mean())
+        stats["target_shift_norm"] = float((z - z0).norm(dim=1).mean())
+        stats["update_seconds"] = time.perf_counter() - start
+        return EditResult(deltas=deltas, stats=stats)
+
+
+def _refuse_encoder_decoder(task: Task, model: nn.Module) -> None:
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise EditbenchError(f"MEMIT edits decoder-only language models; task {task.name!r} uses an encoder-decoder model")

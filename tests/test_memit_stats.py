@@ -1,0 +1,128 @@
+"""MEMIT's key statistics: accumulation, the one-pass hooks, the on-disk cache and the corpus."""
+import json
+
+import pytest
+import torch
+from conftest import SHARED_DATA
+from tiny import TinyCausalTask
+
+from editbench.data import sha256_of
+from editbench.errors import EditbenchError
+from editbench.methods.memit import Memit, MemitConfig
+from editbench.methods.memit import corpus as corpus_module
+from editbench.methods.memit import stats as stats_module
+from editbench.methods.memit.corpus import WIKITEXT2_VALID, load_texts, paragraphs
+from editbench.methods.memit.stats import compute_covariances, second_moments, token_batches
+from editbench.modules import get_module
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Lobsters are blue in life.",
+    "A short one.",
+    "Mating occurs in the summer, producing eggs which are carried by the females for up to a year.",
+    "It may grow to a length of 60 cm.",
+]
+
+
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(" \n = Heading = \n\n" + "\n \n".join(TEXTS) + "\n = = Sub = = \n")
+    return path
+
+
+def direct_covariance(model, tokenizer, name, texts):
+    """Σ k kᵀ / n over every token of every text, one text at a time (no padding), in float64."""
+    inputs = []
+    handle = get_module(model, name).register_forward_pre_hook(lambda m, a: inputs.append(a[0][0].double()))
+    with torch.no_grad():
+        for text in texts:
+            model(input_ids=torch.tensor([tokenizer(text)["input_ids"]]))
+    handle.remove()
+    keys = torch.cat(inputs)  # [n, d_in]
+    return keys.T @ keys / len(keys)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_covariance_equals_direct_computation(arch):
+    task = TinyCausalTask(arch)
+    model = task.load_model()
+    names = task.edit_modules("memit")
+    # 60 tokens per batch: several padded batches of different widths.
+    covariances, info = compute_covariances(model, task.tokenizer, names, TEXTS, 512, 60, torch.float32)
+    assert info["tokens"] == sum(len(t) for t in TEXTS)  # character tokenizer, no special tokens
+    for name in names:
+        expected = direct_covariance(model, task.tokenizer, name, TEXTS)
+        assert covariances[name].dtype == torch.float32
+        torch.testing.assert_close(covariances[name].double(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_one_pass_equals_per_layer_passes_and_stops_early():
+    task = TinyCausalTask("gptj")
+    model = task.load_model()
+    names = task.edit_modules("memit")  # blocks 1 and 2 of 4
+    batches = token_batches(task.tokenizer, TEXTS, 512, 80)
+    calls = []
+    handle = model.transformer.h[3].register_forward_hook(lambda *a: calls.append(1))
+    together, count = second_moments(model, batches, names)
+    handle.remove()
+    assert calls == []  # the forward stopped inside block 2: block 3 never ran
+    for name in names:
+        alone, count_alone = second_moments(model, batches, [name])
+        assert count_alone == count
+        torch.testing.assert_close(together[name], alone[name], rtol=0, atol=0)
+
+
+def test_statistics_are_cached_and_reused(tmp_path, monkeypatch):
+    task = TinyCausalTask("llama")
+    model = task.load_model()
+    config = MemitConfig(stats_corpus=str(corpus_file(tmp_path)), stats_samples=4, stats_dir=str(tmp_path / "stats"))
+    first = Memit(config).prepare(task, model, tmp_path / "unused")
+    names = task.edit_modules("memit")
+    assert first["stats_computed"] == names and first["stats"]["texts"] == 4
+    provenance = json.loads((tmp_path / "stats").rglob(f"{names[0]}.json").__next__().read_text())
+    assert provenance["samples"] == 4 and provenance["corpus"] == config.stats_corpus
+    assert provenance["source"]["sha256"] == sha256_of(corpus_file(tmp_path)) and len(provenance["model"]) == 64
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("statistics were recomputed")
+
+    monkeypatch.setattr("editbench.methods.memit.method.compute_covariances", no_recompute)
+    method = Memit(config)
+    second = method.prepare(task, model, tmp_path / "unused")
+    assert second["stats_computed"] == [] and second["stats_cache"] == first["stats_cache"]
+    assert set(method._covariances) == set(names)
+    # Another sample count is another statistic.
+    monkeypatch.setattr("editbench.methods.memit.method.compute_covariances", stats_module.compute_covariances)
+    third = Memit(MemitConfig(**{**config.__dict__, "stats_samples": 3})).prepare(task, model, tmp_path / "unused")
+    assert third["stats_computed"] == names and third["stats_cache"] != first["stats_cache"]
+
+
+def test_corpus_paragraphs_skip_headings_and_blank_lines(tmp_path):
+    texts, source = load_texts(str(corpus_file(tmp_path)), 100, None)
+    assert texts == TEXTS and source["texts"] == len(TEXTS)
+    assert load_texts(str(corpus_file(tmp_path)), 2, None)[0] == TEXTS[:2]
+    assert paragraphs([" = Title = ", "", " text "]) == ["text"]
+    with pytest.raises(EditbenchError, match="not a file"):
+        load_texts(str(tmp_path / "missing.txt"), 5, None)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / WIKITEXT2_VALID.path).is_file(), reason="no local WikiText-2")
+def test_default_corpus_is_wikitext2_from_the_data_folder():
+    texts, source = load_texts("wikitext-2", 10_000, SHARED_DATA)
+    assert len(texts) == 1841 and source["sha256"] == WIKITEXT2_VALID.sha256
+
+
+def test_datasets_corpus_names(monkeypatch):
+    import datasets
+
+    asked = []
+
+    def fake_load(name, config, split, streaming):
+        asked.append((name, config, split))
+        return iter([{"text": " = T = \n first paragraph \n second paragraph "}, {"text": "third"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    texts, source = corpus_module.load_texts("wikitext-103", 2, None)
+    assert texts == ["first paragraph", "second paragraph"] and asked[-1] == ("Salesforce/wikitext", "wikitext-103-raw-v1", "train")
+    corpus_module.load_texts("someone/corpus:en", 3, None)
+    assert asked[-1] == ("someone/corpus", "en", "train")
