@@ -155,8 +155,10 @@ def test_contexts_put_the_bare_prompt_first():
 
 
 # The z optimisation dominates on 2 CPU cores: the slow test uses the bare prompt only (no prefixes)
-# and 10 passes; everything else is the published setting.
-SLOW_SETTINGS = dict(prefixes=(), steps=10, z_batch_size=64)
+# and the issue's 20 passes. λ is scaled to SmolLM2's key width: GPT-J's 15000 is for keys of
+# dimension 16384 (λ/d ≈ 0.9); SmolLM2's down_proj keys have 1536, hence 1500. With λ = 15000 (and
+# 10 passes) we measured ES 0.15 -> 0.27: the ridge then realises only ~40% of the residual.
+SLOW_SETTINGS = dict(prefixes=(), steps=20, update_weight=1500.0)
 
 
 @pytest.mark.slow
@@ -184,8 +186,8 @@ def test_memit_on_zsre_smollm2(tmp_path):
     print(f"\nmemit zsre-smollm2 m=64: prepare {prepare_seconds:.0f} s ({info.get('stats', 'cached')}), "
           f"edit {edit_seconds:.0f} s, peak RSS {peak:.2f} GiB; ES {before['es']:.3f} -> {post['es']:.3f}, "
           f"GS {before['gs']:.3f} -> {post['gs']:.3f}, retention {post['retention']:.3f}; {result.stats}")
-    assert post["es"] > before["es"] + 0.4
-    assert post["retention"] > 0.8
+    assert post["es"] > before["es"] + 0.5  # measured 0.15 -> 0.93
+    assert post["retention"] > 0.85  # measured 0.92
 
 
 @pytest.mark.benchmark(group="memit-edit")
