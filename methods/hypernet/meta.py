@@ -131,8 +131,7 @@ def _economic(editor, task, model, cache, step, setup) -> dict[str, float]:
             for term in _meta_terms(task, model, plan, reference):
                 term.backward()
                 meta_loss += float(term.detach())
-            weight_grads = {n: (m.weight.grad.T if is_transposed(m) else m.weight.grad).clone()
-                            for n, m in zip(setup.names, modules)}  # [d', d]
+            weight_grads = {n: _weight_grad(m) for n, m in zip(setup.names, modules)}  # [d', d]
     finally:
         load(originals)
         for m in modules:
@@ -165,6 +164,14 @@ def _economic(editor, task, model, cache, step, setup) -> dict[str, float]:
                     proxy = proxy - (lr[rows] * (pseudo_grads[rows] @ grad_w) * pseudo_keys[rows]).sum()
                 proxy.backward()
     return {"meta_loss": meta_loss, "mean_residual": residual_of(shifts)}
+
+
+def _weight_grad(module: nn.Module) -> Tensor:
+    """grad of L_meta w.r.t. the module's weight as `[d', d]` (zero when no tuple reached it)."""
+    grad = module.weight.grad
+    if grad is None:
+        return torch.zeros_like(weight_of(module))
+    return (grad.T if is_transposed(module) else grad).clone()
 
 
 def _add_ridge_grad(editor: Editor, name: str, d_ridge: Tensor) -> None:
