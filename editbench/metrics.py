@@ -19,6 +19,8 @@ DEFINITIONS: dict[str, tuple[str, str]] = {
     "es_exact": ("higher", "edit prompts whose target tokens are all the argmax"),
     "gs_exact": ("higher", "equivalent prompts whose target tokens are all the argmax"),
     "ls_exact": ("higher", "unrelated prompts whose gold answer tokens are all the argmax"),
+    "es_sequence": ("higher", "MEND's sequence-wise edit success (MALMEN Table 3): edit and equivalent prompts whose target tokens are all the argmax"),
+    "drawdown": ("lower", "MEND's accuracy drawdown (MALMEN Table 3): exact-match accuracy on the unrelated prompts before minus after the edit"),
 }
 
 
@@ -42,17 +44,13 @@ def _mean(values: Iterable[float]) -> float | None:
 
 
 def request_metrics(post: RequestOutcome, pre: RequestOutcome | None = None) -> dict[str, float | None]:
-    """The metrics of one request (`pre` gives retention; without it retention is 1 by definition)."""
-    pre_unrelated = pre.unrelated if pre is not None else post.unrelated
-    return {
-        "es": token_accuracy(post.edit),
-        "gs": _mean(map(token_accuracy, post.equivalents)),
-        "ls": _mean(map(token_accuracy, post.unrelated)),
-        "retention": _mean(agreement(a, b) for a, b in zip(post.unrelated, pre_unrelated)),
-        "es_exact": exact(post.edit),
-        "gs_exact": _mean(map(exact, post.equivalents)),
-        "ls_exact": _mean(map(exact, post.unrelated)),
-    }
+    """The metrics of one request (`pre` gives retention and drawdown; without it they are neutral)."""
+    return aggregate([post], [pre] if pre is not None else None)
+
+
+def _drawdown(post: Sequence[TupleOutcome], pre: Sequence[TupleOutcome]) -> float | None:
+    before, after = _mean(map(exact, pre)), _mean(map(exact, post))
+    return None if before is None or after is None else before - after
 
 
 def aggregate(post: Sequence[RequestOutcome], pre: Sequence[RequestOutcome] | None = None) -> dict[str, float | None]:
@@ -70,4 +68,6 @@ def aggregate(post: Sequence[RequestOutcome], pre: Sequence[RequestOutcome] | No
         "es_exact": _mean(map(exact, edit)),
         "gs_exact": _mean(map(exact, equivalents)),
         "ls_exact": _mean(map(exact, unrelated)),
+        "es_sequence": _mean(map(exact, edit + equivalents)),
+        "drawdown": _drawdown(unrelated, pre_unrelated),
     }

@@ -203,3 +203,19 @@ def test_zsre_paper_scale_paths(tmp_path, data_env):
     assert set(task.data_files()) == {str(train), str(evaluation), NQ_OPEN_DEV.path}
     with pytest.raises(EditbenchError, match="both train_path and eval_path"):
         ZsreGPT2(ZsreGPT2.Config(train_path=str(train))).split_size("eval")
+
+
+def test_zsre_unrelated_from_zsre_for_mends_single_edit_setting(monkeypatch):
+    """`unrelated=zsre` (MALMEN Table 3): each request's unrelated tuple is another zsRE fact."""
+    from editbench.errors import EditbenchError
+    from editbench.tasks.zsre import ZsreSmolLM2
+    from editbench.tasks.zsre.splits import ZsreConfig
+
+    task = ZsreSmolLM2(ZsreConfig(unrelated="zsre", target="alt"))
+    requests = task.requests("eval", 50, seed=0)
+    questions = {r.prompt for r in task._load()["train"] + task._load()["valid"] + task._load()["eval"]}
+    for r in requests:
+        ((prompt, answer),) = r.unrelated
+        assert prompt in questions and prompt != r.prompt and answer
+    with pytest.raises(EditbenchError, match="unrelated 'wiki' is not one of nq, zsre"):
+        ZsreSmolLM2(ZsreConfig(unrelated="wiki"))

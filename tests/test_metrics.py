@@ -27,6 +27,11 @@ def test_token_fraction_and_exact_by_hand():
     assert m["ls_exact"] == pytest.approx(0.5)
     assert m["retention"] == pytest.approx((0.5 + 1) / 2)  # [8,9] vs pre [8,0]; [3,3] vs [3,3]
     assert aggregate(pre)["retention"] == 1.0
+    # MEND's Table 3 metrics: exact over edit + equivalent tuples (1 of 3, then 1 of 1) and drawdown.
+    assert m["es_sequence"] == pytest.approx(2 / 4)
+    assert m["drawdown"] == pytest.approx(0.0 - 0.5)  # pre: no unrelated tuple exact; post: one of two
+    assert aggregate(post[:1], pre[:1])["drawdown"] == pytest.approx(0.0 - 1.0)
+    assert request_metrics(post[0], pre[0]) == aggregate(post[:1], pre[:1])
 
 
 def test_missing_equivalents_give_none_not_a_number():

@@ -24,6 +24,7 @@ from editbench.tasks.zsre.data import TARGETS, ZSRE_800, ZsreFact, parse_fact, t
 # The 800 local records, split once (seed 0): editor training, validation, evaluation.
 EMBEDDED_SPLITS = {"train": 500, "valid": 100, "eval": 200}
 PAPER_VALID = 1000
+UNRELATED = ("nq", "zsre")
 
 
 @dataclass
@@ -32,6 +33,8 @@ class ZsreConfig(TaskConfig):
     train_path: str = field(default="", metadata={"help": "paper-scale zsRE train file or hub id ('' = local 800 records)"})
     eval_path: str = field(default="", metadata={"help": "paper-scale zsRE eval file or hub id, with train_path"})
     extra_unrelated: int = field(default=0, metadata={"help": "NQ-open tuples added to each request's unrelated tuples"})
+    unrelated: str = field(default="nq", metadata={
+        "help": "unrelated tuples: 'nq' (paper Sec. 5) or 'zsre' (other zsRE facts, MEND's single-edit setting, Table 3)"})
 
 
 class ZsreTask(SplitRequests):
@@ -43,6 +46,8 @@ class ZsreTask(SplitRequests):
 
     def __init__(self, config=None, data_dir=None):
         super().__init__(config, data_dir)
+        if self.config.unrelated not in UNRELATED:
+            raise EditbenchError(f"unrelated {self.config.unrelated!r} is not one of {', '.join(UNRELATED)}")
         if self.config.target not in TARGETS:
             raise EditbenchError(f"target {self.config.target!r} is not one of {', '.join(TARGETS)}")
         self._splits: dict[str, list[EditRequest]] | None = None
@@ -63,6 +68,11 @@ class ZsreTask(SplitRequests):
         for i, fact in enumerate(facts):
             if self.config.target == "alt" and fact.alt is None:
                 out.append(None)
+                continue
+            if self.config.unrelated == "zsre":
+                # MEND's Table 3 setting: another fact of the same file, asked with its gold answer.
+                other = facts[(i + 1 + (i * 7919) % max(1, len(facts) - 1)) % len(facts)]
+                out.append(to_request(f"{prefix}-{i}", fact, self.config.target, [(other.question, other.answer)]))
                 continue
             unrelated = [fact.unrelated] if fact.unrelated else []
             wanted = extra + (0 if unrelated else 1)
