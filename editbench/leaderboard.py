@@ -34,12 +34,20 @@ def _get(record: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return float(value) / 2**30 if path == ("peak_memory_bytes",) else float(value)
 
 
+def label(record: dict[str, Any]) -> str:
+    """The method's name, with the `--set` overrides of the run when there were any."""
+    overrides = record.get("overrides") or {}
+    if not overrides:
+        return record["method"]
+    return f"{record['method']} ({', '.join(f'{k}={v}' for k, v in sorted(overrides.items()))})"
+
+
 def frame(records: list[dict[str, Any]]):
     import pandas as pd
 
     rows = []
     for r in records:
-        row = {"task": r["task"], "method": r["method"], "edits": int(r["edits"]), "seed": r.get("seed", 0),
+        row = {"task": r["task"], "method": label(r), "edits": int(r["edits"]), "seed": r.get("seed", 0),
                "device": r.get("device", "")}
         row.update({col: _get(r, spec[0]) for col, spec in COLUMNS.items()})
         rows.append(row)

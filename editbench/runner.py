@@ -110,6 +110,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "dtype": spec.dtype,
         "config": {"method": as_dict(method.config), "task": as_dict(task.config)},
+        "overrides": dict(spec.sets),
         "pre": aggregate(pre),
         "post": aggregate(post, pre),
         "train_seconds": phases["prepare"].seconds,

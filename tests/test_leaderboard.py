@@ -37,3 +37,9 @@ def test_cli_check_exit_codes(tmp_path):
     assert subprocess.run(cmd + ["--check"], capture_output=True).returncode == 1
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert subprocess.run(cmd + ["--check"], capture_output=True).returncode == 0
+
+
+def test_runs_with_overrides_get_their_own_rows():
+    tuned = {**record("a", 0, 0.9, 2.0), "overrides": {"train_steps": "20", "lr": "1"}}
+    table = lb.render([record("a", 0, 0.5, 2.0), tuned])["t.md"]
+    assert "| a (lr=1, train_steps=20) | 8 " in table and "| a                        | 8 " in table
