@@ -132,3 +132,29 @@ def test_checkpoint_round_trip(tmp_path):
     for (k, v), (k2, v2) in zip(editor.state_dict().items(), other.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_ridge_system_falls_back_to_float64_for_outlier_keys(monkeypatch):
+    """When fp32 Cholesky of U U^T + lambda I fails (keys with huge outliers, as the first token's
+    activations in cache-all-tokens), the system is factored in float64 and the solve is right."""
+    from editbench.methods.hypernet import solve
+
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(8, 64, generator=g, dtype=torch.float32) * 3e4
+    value_diffs = torch.randn(8, 16, generator=g, dtype=torch.float32)
+    real = torch.linalg.cholesky_ex
+    dtypes = []
+
+    def fp32_fails(a):
+        dtypes.append(a.dtype)
+        factor, info = real(a)
+        return factor, (info + 1 if a.dtype == torch.float32 else info)
+
+    monkeypatch.setattr(solve.torch.linalg, "cholesky_ex", fp32_fails)
+    system = solve.ridge_system(keys, 1.0, torch.float32)
+    assert dtypes == [torch.float32, torch.float64] and system.factor.dtype == torch.float64
+    shift = solve.normal_equation(keys, value_diffs, system)
+    k64, d64 = keys.double(), value_diffs.double()
+    expected = torch.linalg.solve(k64.T @ k64 + torch.eye(64, dtype=torch.float64), k64.T @ d64).T
+    assert shift.dtype == torch.float32
+    assert torch.allclose(shift.double(), expected, rtol=1e-4, atol=1e-9)

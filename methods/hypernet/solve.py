@@ -35,14 +35,22 @@ def ridge_system(keys: Tensor, ridge: float, dtype: torch.dtype = torch.float32,
         raise EditbenchError(
             f"{name}: U U^T is singular ({n} cached keys < key size {d}) and lambda = 0; "
             "the normal equation has no unique solution (use malmen, with a learned ridge)")
-    u = keys.to(dtype)
-    gram = u.T @ u  # [d, d]
-    gram.diagonal().add_(ridge)
-    factor, info = torch.linalg.cholesky_ex(gram)
+    factor, info = _cholesky(keys, ridge, dtype)
+    if int(info) != 0 and dtype != torch.float64:
+        # Keys with outlier magnitudes (e.g. the first token's massive activations, which the
+        # cache-all-tokens ablation keeps) make U U^T + lambda I numerically indefinite in fp32.
+        factor, info = _cholesky(keys, ridge, torch.float64)
     if int(info) != 0:
         raise EditbenchError(f"{name}: U U^T + {ridge:g} I is not positive definite (singular keys); "
                              "the normal equation has no unique solution")
     return RidgeSystem(factor, float(ridge))
+
+
+def _cholesky(keys: Tensor, ridge: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    u = keys.to(dtype)
+    gram = u.T @ u  # U U^T: [d, d]
+    gram.diagonal().add_(ridge)
+    return torch.linalg.cholesky_ex(gram)
 
 
 def normal_equation(keys: Tensor, value_diffs: Tensor, system: RidgeSystem) -> Tensor:
@@ -60,7 +68,7 @@ def normal_equation_autograd(keys: Tensor, value_diffs: Tensor, ridge: Tensor) -
 
 def weight_grad_solve(weight_grad: Tensor, system: RidgeSystem) -> Tensor:
     """M = grad_W (U U^T + lambda I)^{-1}: [d', d] -> [d', d] (Alg. 2)."""
-    return system.solve(weight_grad.T).T
+    return system.solve(weight_grad.T).T.to(weight_grad.dtype)
 
 
 def value_diff_grads(solved_grad: Tensor, keys: Tensor) -> Tensor:
