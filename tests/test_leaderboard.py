@@ -17,6 +17,7 @@ def test_mean_std_over_seeds_and_best_marked():
     assert "| a        | 8       | 2       | 0.600 ± 0.100 |" in table
     assert "**0.900**" in table  # b has the best ES
     assert "**3.0 ± 1.0**" in table  # a has the lowest edit time
+    assert "| **1.0**             |" in table  # one-off training: the largest value, no ± std
     assert "| n/a " in table  # GS not available for this task
     assert "(t.md)" in files["README.md"]
 
