@@ -1,0 +1,48 @@
+"""Time and peak memory of one MALMEN/MEND meta-training step on a real task, next to a plain
+forward+backward of the same model over the m edit prompts (the step's unavoidable LM cost).
+
+    EDITBENCH_DATA=../shared/data python benchmarks/meta_step.py --task zsre-smollm2 --method malmen --m 64
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from editbench.measure import Phase
+from editbench.registry import create
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="zsre-smollm2")
+    parser.add_argument("--method", default="malmen", choices=["malmen", "mend"])
+    parser.add_argument("--m", type=int, default=64)
+    parser.add_argument("--mode", default="economic", choices=["economic", "concatenated"])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from editbench.methods.hypernet.meta import meta_gradient
+    from editbench.methods.hypernet.training import meta_batch
+
+    task = create("task", args.task)
+    model = task.load_model()
+    method = create("method", args.method)
+    editor, setup = method.build_editor(task, model), method.setup(task)
+    step = meta_batch(task.requests("train", args.m, 0), 0)
+    meta_gradient(editor, task, model, meta_batch(task.requests("train", 4, 1), 0), setup, args.mode)  # warm-up
+    for i in range(args.repeats):
+        with Phase("cpu") as stats:
+            meta_gradient(editor, task, model, step, setup, args.mode)
+        print(f"{args.method} {args.mode} m={args.m} step {i}: {stats.seconds:.2f} s, "
+              f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {torch.get_num_threads()} threads")
+    batch = task.batch([(r.prompt, r.target) for r in task.requests("train", args.m, 0)])
+    start = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    task.nll(model, batch).backward()
+    print(f"plain forward+backward over the {args.m} edit prompts: {time.perf_counter() - start:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
