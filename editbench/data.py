@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from editbench.errors import EditbenchError
+from editbench.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,6 @@ def fetch(spec: DataFile, target: Path) -> Path:
         raise EditbenchError(f"downloaded {spec.path} has sha256 {digest}, expected {spec.sha256}")
     write_atomic(target, payload)
     return target
-
-
-def write_atomic(target: Path, payload: bytes) -> None:
-    """Write bytes to `target` through a temporary file in the same folder and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def first_json_records(count: int) -> Callable[[bytes], bytes]:

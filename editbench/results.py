@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from editbench.files import write_atomic
 
 RUNS_FILE = "runs.jsonl"
 EDITS_DIR = "edits"
@@ -39,32 +39,19 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _replace_with(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_run(out: Path, record: dict[str, Any], per_edit: list[dict[str, Any]]) -> Path:
     """Write the per-edit file, then append `record` to `out/runs.jsonl`; returns the runs file."""
     out = Path(out)
     with _locked(out):
         edits_path = out / EDITS_DIR / f"{record['run_id']}.jsonl"
         edits_path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_with(edits_path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in per_edit))
+        write_atomic(edits_path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in per_edit).encode())
         record = {**record, "edits_file": str(edits_path.relative_to(out))}
         runs = out / RUNS_FILE
         existing = runs.read_text(encoding="utf-8") if runs.exists() else ""
         if existing and not existing.endswith("\n"):
             existing += "\n"
-        _replace_with(runs, existing + json.dumps(record, sort_keys=True) + "\n")
+        write_atomic(runs, (existing + json.dumps(record, sort_keys=True) + "\n").encode())
     return runs
 
 

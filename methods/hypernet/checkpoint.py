@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from editbench.files import write_atomic
 
 from editbench.methods.hypernet.network import Editor
 
@@ -17,22 +18,11 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        if staging.exists():
-            staging.unlink()
-
-
 def save_editor(editor: Editor, path: Path, info: dict[str, Any]) -> None:
     """Write `path` (.safetensors) and `path.json` (provenance: config, training history)."""
     state = {k: v.detach().contiguous().cpu() for k, v in editor.state_dict().items()}
-    _atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "editbench-hypernet"}))
-    _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    write_atomic(path, save(state, metadata={"format": "editbench-hypernet"}))
+    write_atomic(path.with_suffix(".json"), (json.dumps(info, indent=2, default=str) + "\n").encode())
 
 
 def load_editor(editor: Editor, path: Path) -> dict[str, Any]:

