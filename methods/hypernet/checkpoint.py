@@ -1,7 +1,6 @@
 """Editor checkpoints: safetensors weights plus a JSON sidecar, written atomically, never pickled."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,6 @@ from safetensors.torch import load_file, save
 from editbench.files import write_atomic
 
 from editbench.methods.hypernet.network import Editor
-
-
-def fingerprint(payload: dict[str, Any]) -> str:
-    """A short stable hash of what determines a trained editor (method, task, layers, config)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_editor(editor: Editor, path: Path, info: dict[str, Any]) -> None:

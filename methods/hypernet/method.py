@@ -10,13 +10,14 @@ from torch import nn
 
 from editbench.api import EditRequest, EditResult, Method, Task
 from editbench.errors import EditbenchError
-from editbench.methods.hypernet.checkpoint import fingerprint, load_editor, save_editor
+from editbench.methods.hypernet.checkpoint import load_editor, save_editor
 from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup
 from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.shifts import AGGREGATIONS
 from editbench.methods.hypernet.training import apply_editor, train_editor
 from editbench.modules import get_module, shape_of
+from editbench.provenance import config_key
 
 SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TRAINING_MODES = ("economic", "concatenated")
@@ -67,7 +68,7 @@ class HypernetMethod(Method):
         task_config.pop("batch_size", None)  # scoring batch size: no effect on the trained editor
         payload = {"method": self.name, "task": task.name, "task_config": task_config,
                    "modules": {n: shape_of(get_module(model, n)) for n in names}, "config": cfg}
-        return Path(cache_dir) / f"{self.name}-{task.name}-{fingerprint(payload)}.safetensors"
+        return Path(cache_dir) / f"{self.name}-{task.name}-{config_key(payload)}.safetensors"
 
     # -- the Method contract -------------------------------------------------------------------
     def prepare(self, task: Task, model: nn.Module, cache_dir: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ file beside each, written atomically.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from editbench.files import write_atomic
+from editbench.provenance import config_key
 from editbench.methods.memit.locate import StopForward
 from editbench.modules import get_module
 
@@ -102,8 +102,7 @@ class CovarianceCache:
 
     def __init__(self, root: Path, fingerprint: str, corpus: str, samples: int, max_length: int, dtype: str):
         self.identity = {"model": fingerprint, "corpus": corpus, "samples": samples, "max_length": max_length, "dtype": dtype}
-        key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
-        self.folder = Path(root) / "memit-stats" / key
+        self.folder = Path(root) / "memit-stats" / config_key(self.identity)
 
     def path(self, module: str) -> Path:
         return self.folder / f"{module}.safetensors"

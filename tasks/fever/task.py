@@ -12,7 +12,6 @@ and GS uses the rephrases.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from editbench.api import EditRequest, TaskConfig
 from editbench.assets import WheelModel, fetch_wheel_model
 from editbench.data import resolve, sha256_of, user_cache
 from editbench.errors import EditbenchError
+from editbench.provenance import config_key
 from editbench.tasks.common.classifier import (ClassifierTask, FirstTokenClassifier, finetune, is_prepared,
                                                load_prepared, save_prepared)
 from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_source, quiet_transformers
@@ -120,7 +120,7 @@ class FeverTask(SplitRequests, ClassifierTask):
                   "epochs": cfg.prepare_epochs, "batch_size": cfg.prepare_batch_size,
                   "max_length": cfg.max_length, "seed": cfg.seed, "splits": LOCAL_SPLITS,
                   "prepare_size": cfg.prepare_size}
-        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+        return config_key(recipe)
 
     def _prepared_folder(self, model_id: str) -> Path:
         return user_cache() / "models" / "prepared" / f"{self.name}-{self._prepare_key(model_id)}"
