@@ -62,12 +62,23 @@ def build_config(config_cls: type, overrides: dict[str, Any], owner: str) -> Any
         raise EditbenchError(f"bad --set for {owner}: {exc}") from None
 
 
+def describe_options(config_cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, help text) of every field of a config dataclass."""
+    out = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out
+
+
 def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
 
 def split_overrides(sets: dict[str, str], method_cls: type, task_cls: type) -> tuple[dict, dict]:
-    """Route `method.KEY` / `task.KEY` explicitly, and a bare KEY to whichever config has it."""
+    """Route `method.KEY` / `task.KEY` explicitly, and a bare KEY to the one config that has it
+    (a bare KEY that both configs have is an error: it must say which)."""
     method_fields = {f.name for f in dataclasses.fields(method_cls.Config)}
     task_fields = {f.name for f in dataclasses.fields(task_cls.Config)}
     method, task = {}, {}
@@ -75,6 +86,9 @@ def split_overrides(sets: dict[str, str], method_cls: type, task_cls: type) -> t
         scope, dot, name = key.partition(".")
         if dot and scope in ("method", "task"):
             (method if scope == "method" else task)[name] = value
+        elif key in method_fields and key in task_fields:
+            raise EditbenchError(f"ambiguous --set {key!r}: both {method_cls.name!r} and {task_cls.name!r} have this option "
+                                 f"(expected method.{key} or task.{key})")
         elif key in method_fields:
             method[key] = value
         elif key in task_fields:

@@ -52,3 +52,21 @@ def test_split_overrides_routes_by_scope():
 
     method, task = split_overrides({"lr": "1", "model": "x", "task.steps": "2", "method.steps": "5"}, M, T)
     assert method == {"lr": "1", "steps": "5"} and task == {"model": "x", "steps": "2"}
+
+
+def test_split_overrides_rejects_a_key_both_configs_have():
+    class M:
+        name = "m"
+        Config = Cfg
+
+    @dataclass
+    class TC:
+        steps: int = 1
+
+    class T:
+        name = "t"
+        Config = TC
+
+    with pytest.raises(EditbenchError, match=r"ambiguous --set 'steps'.*method\.steps or task\.steps"):
+        split_overrides({"steps": "2"}, M, T)
+    assert split_overrides({"method.steps": "2"}, M, T) == ({"steps": "2"}, {})
