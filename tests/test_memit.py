@@ -151,7 +151,8 @@ def test_bad_configs_fail_early(sets, message):
 
 def test_contexts_put_the_bare_prompt_first():
     request = EditRequest(id="x", prompt="Where does Anna live?", target="rome", subject="Anna")
-    assert contexts(request, ("A.", "B.")) == ["Where does Anna live?", "A. Where does Anna live?", "B. Where does Anna live?"]
+    # The reference's template "{prefix}. {prompt}".
+    assert contexts(request, ("A", "B b")) == ["Where does Anna live?", "A. Where does Anna live?", "B b. Where does Anna live?"]
 
 
 # The z optimisation dominates on 2 CPU cores: the slow test uses the bare prompt only (no prefixes)

@@ -9,16 +9,21 @@ from dataclasses import dataclass, field
 
 from editbench.api import MethodConfig
 
-# Short fixed sentences standing in for the reference's generated prefixes ("{prefix}. {prompt}"):
-# the reference samples 5 ten-token continuations of "The", "Therefore", "Because", "I", "You" from
-# the model itself; fixed text keeps edits deterministic and needs no generation (no commas, so that
-# a `--set prefixes=a,b` override can list them).
+# Context prefixes of the z optimisation and the keys, each used as "{prefix}. {prompt}" (the
+# reference's template). How they differ from the reference (`get_context_templates`): the reference
+# samples them once per process from the model being edited (`generate_fast`, top-k 5, unseeded), one
+# continuation of each of "The", "Therefore", "Because", "I", "You", 10 tokens long with the seed word
+# included, with "{" and "}" replaced by spaces; they differ between runs and between models. Ours
+# are fixed English sentences that open with the same five words, 8-10 words and 8-10 SmolLM2 tokens
+# long (before the "."), the same for every model and run, and need no generation. Edits are deterministic;
+# the text is not what the model itself would write. No commas, so that `--set prefixes=a,b` can
+# list others.
 DEFAULT_PREFIXES = (
-    "The following text is taken from a reference book.",
-    "Therefore it is worth repeating the facts below.",
-    "Because people often ask about it here is the answer.",
-    "I read about this in the newspaper yesterday.",
-    "You may already know some of these facts.",
+    "The following text is taken from a reference book",
+    "Therefore it is worth repeating the facts below",
+    "Because people often ask about it here is the answer",
+    "I read about this in the newspaper yesterday",
+    "You may already know some of these facts",
 )
 
 
@@ -27,11 +32,11 @@ class MemitConfig(MethodConfig):
     # -- target values z (Sec. 4.3, Eq. 16) ------------------------------------------------------
     steps: int = field(default=25, metadata={"help": "forward passes of the z optimisation per request (reference GPT-J config: 25; the issue quotes 20); the last one only measures"})
     lr: float = field(default=0.5, metadata={"help": "Adam learning rate of the residual delta"})
-    weight_decay: float = field(default=0.5, metadata={"help": "weight of the reference's ||delta|| / ||z0||^2 penalty"})
-    kl_factor: float = field(default=0.0625, metadata={"help": "weight of the KL term on the '{subject} is a' prompt (essence drift)"})
+    weight_decay: float = field(default=0.5, metadata={"help": "weight of the reference's ||delta|| / ||z0||^2 penalty (the norm is not squared)"})
+    kl_factor: float = field(default=0.0625, metadata={"help": "weight of KL(p_delta || p_0) of the next token after the subject in the kl_prompt (essence drift; ROME Eq. 4)"})
     clamp_norm_factor: float = field(default=0.75, metadata={"help": "||delta|| is clamped to this fraction of ||z0||"})
     stop_loss: float = field(default=0.05, metadata={"help": "a request stops optimising once its loss is below this (reference: 5e-2)"})
-    prefixes: tuple[str, ...] = field(default=DEFAULT_PREFIXES, metadata={"help": "fixed context prefixes prepended to the prompt (besides the bare prompt) for z and the keys"})
+    prefixes: tuple[str, ...] = field(default=DEFAULT_PREFIXES, metadata={"help": "fixed context prefixes, each used as '{prefix}. {prompt}' besides the bare prompt, for z and the keys (reference: 5 sampled 10-token continuations of The/Therefore/Because/I/You; ours are fixed sentences opening with those words, see config.py)"})
     kl_prompt: str = field(default="{} is a", metadata={"help": "essence prompt of the KL term; '{}' is the subject"})
     z_batch_size: int = field(default=16, metadata={"help": "requests optimised together (memory grows with it)"})
     batch_size: int = field(default=64, metadata={"help": "prompts per forward pass when reading keys and outputs"})

@@ -56,8 +56,23 @@ class Prompts:
 
 
 def contexts(request: EditRequest, prefixes: Sequence[str]) -> list[str]:
-    """The bare prompt followed by the prompt under each prefix (the reference's context templates)."""
-    return [request.prompt] + [f"{prefix} {request.prompt}" for prefix in prefixes]
+    """The bare prompt followed by `"{prefix}. {prompt}"` for each prefix (the reference's context templates).
+
+    These are plain prompt strings: the task formats them (chat template, special tokens) like any prompt.
+    """
+    return [request.prompt] + [f"{prefix}. {request.prompt}" for prefix in prefixes]
+
+
+def context_weights(prefix_count: int) -> Tensor:
+    """Weights `[1 + prefix_count]` of the contexts in a request's key (the reference's `compute_ks`).
+
+    The reference averages the keys within each kind of context and then across kinds: the bare
+    prompt is one kind and weighs 1/2, the prefixed prompts are the other and share the other 1/2
+    (without prefixes the bare prompt weighs 1).
+    """
+    if prefix_count == 0:
+        return torch.ones(1)
+    return torch.tensor([0.5] + [0.5 / prefix_count] * prefix_count)
 
 
 def tokenise(task: Task, rows: Sequence[tuple[int, str, str, str]]) -> Prompts:
@@ -114,8 +129,7 @@ def read_at_subjects(model: nn.Module, prompts: Prompts, inputs_of: Sequence[str
     return {n: torch.cat(v) for n, v in found.items()}
 
 
-def mean_by_owner(values: Tensor, owner: Tensor, count: int) -> Tensor:
-    """Average `[rows, d]` values over the rows of each owner -> `[count, d]`."""
-    sums = torch.zeros(count, values.shape[1], dtype=values.dtype, device=values.device).index_add_(0, owner.to(values.device), values)
-    rows = torch.bincount(owner, minlength=count).to(values.device, values.dtype)
-    return sums / rows[:, None]
+def weighted_sum_by_owner(values: Tensor, owner: Tensor, weight: Tensor, count: int) -> Tensor:
+    """`Σ_rows weight · value` over the rows of each owner: values `[rows, d]`, owner, weight `[rows]` -> `[count, d]`."""
+    weighted = values * weight.to(values.device, values.dtype)[:, None]
+    return torch.zeros(count, values.shape[1], dtype=values.dtype, device=values.device).index_add_(0, owner.to(values.device), weighted)

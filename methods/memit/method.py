@@ -3,11 +3,13 @@
 1. `prepare`: key covariances C of every edited module from a text corpus (one pass, cached).
 2. `edit`: target values z_i at the output of the last edited block (`targets.py`), then for each
    edited layer l, earliest first, with the updates of the layers before it already applied:
-   keys K (module input at the subject's last token, averaged over the contexts), residuals
+   keys K (module input at the subject's last token, averaged within each kind of context and then
+   across kinds, as the reference's `compute_ks`: bare prompt 1/2, prefixed prompts 1/2), residuals
    R = (z − h_L) / (layers left), and Δ_l = R Kᵀ (λ C + K Kᵀ)⁻¹ (Eq. 14, `update.py`).
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +22,8 @@ from editbench.data import user_cache
 from editbench.errors import EditbenchError
 from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.corpus import load_texts
-from editbench.methods.memit.locate import block_of, contexts, mean_by_owner, read_at_subjects, require_subjects, tokenise
+from editbench.methods.memit.locate import (block_of, context_weights, contexts, read_at_subjects, require_subjects, tokenise,
+                                           weighted_sum_by_owner)
 from editbench.methods.memit.stats import CovarianceCache, compute_covariances
 from editbench.methods.memit.targets import optimise_targets, split_kl_prompt
 from editbench.methods.memit.update import memit_update
@@ -93,16 +96,22 @@ class Memit(Method):
         start = time.perf_counter()
         z, z0, stats = optimise_targets(task, model, requests, block, cfg)  # [m, d] each
         stats["z_seconds"] = time.perf_counter() - start
+        if stats["z_unconverged"]:
+            print(f"editbench: warning: memit: the target optimisation of {stats['z_unconverged']} of {m} requests did not "
+                  f"reach stop_loss {cfg.stop_loss} in {cfg.steps} steps (mean final loss {stats['z_loss_after']:.3g}, "
+                  f"target NLL {stats['z_nll_before']:.3g} -> {stats['z_nll_after']:.3g}); their edits may not take: "
+                  f"consider more steps, a larger lr or clamp_norm_factor", file=sys.stderr, flush=True)
 
         start = time.perf_counter()
         rows = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, cfg.prefixes)]
         prompts = tokenise(task, rows)
         bare = torch.arange(0, len(rows), 1 + len(cfg.prefixes))  # first context of each request
+        weight = context_weights(len(cfg.prefixes)).repeat(m)  # [rows]: the weight of each context in its key
         deltas = {}
         with torch.no_grad():
             for i, name in enumerate(names):
                 found = read_at_subjects(model, prompts, inputs_of=[name], outputs_of=[block], batch_size=cfg.batch_size)
-                keys = mean_by_owner(found[name], prompts.owner, m)  # [m, d_in], averaged over contexts
+                keys = weighted_sum_by_owner(found[name], prompts.owner, weight, m)  # [m, d_in]: two-level average
                 current = found[block][bare].to(device)  # [m, d]
                 # Spread what is still missing at layer L evenly over the layers left (reference: resid / (L − i)).
                 residuals = (z - current) / (len(names) - i)  # [m, d]

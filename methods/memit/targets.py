@@ -5,16 +5,20 @@ output of block L (the block of the last edited module) in every context of the 
 minimises, per request,
 
     NLL of the target (mean over contexts of the per-token mean)      -- Eq. 16's first term
-  + kl_factor · KL(p₀ ‖ p_δ) of the next token after the subject in "{subject} is a"  (essence drift)
-  + weight_decay · ‖δ_i‖ / ‖z0_i‖²                                    -- the reference's penalty,
+  + kl_factor · KL(p_δ ‖ p₀) of the next token after the subject in "{subject} is a"  (essence drift,
+                                       ROME's Eq. 4; the reference's `kl_div(log p₀, log p_δ, log_target=True)`)
+  + weight_decay · ‖δ_i‖ / ‖z0_i‖²                                    -- the reference's penalty (not squared),
 
 with ‖δ_i‖ clamped to `clamp_norm_factor · ‖z0_i‖` after each step; `z_i = z0_i + δ_i`. The losses of
 different requests are independent sums, so one batched Adam equals one Adam per request; a request
-stops (its δ frozen) as soon as its loss falls below `stop_loss`, and leaves the batch.
+stops (its δ frozen) as soon as its loss falls below `stop_loss`, and leaves the batch. A request
+whose loss is still above `stop_loss` after `steps` passes is "unconverged": counted in the
+statistics (`z_unconverged`) so that a setting too weak for the model does not pass in silence.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -77,31 +81,81 @@ def optimise_targets(task: Task, model: nn.Module, requests: Sequence[EditReques
     parts = [_optimise_chunk(task, model, requests[start:start + config.z_batch_size], block, config)
              for start in range(0, len(requests), config.z_batch_size)]
     z, z0, loss, nll_before, nll_after, passes = (torch.cat(column) for column in zip(*parts))
+    unconverged = int((loss >= config.stop_loss).sum())
     stats = {
         "z_nll_before": float(nll_before.mean()),
         "z_nll_after": float(nll_after.mean()),
         "z_loss_after": float(loss.mean()),
         "z_converged": float((loss < config.stop_loss).float().mean()),
+        "z_unconverged": unconverged,
         "z_passes_mean": float(passes.float().mean()),
+        "z_shift_ratio": float(((z - z0).norm(dim=1) / z0.norm(dim=1)).mean()),
     }
     return z, z0, stats
 
 
+@dataclass
+class ZLosses:
+    """The terms of Eq. 16 per request, each `[m]` (0 where a request had no row in the pass)."""
+
+    loss: Tensor
+    nll: Tensor
+    kl: Tensor
+    decay: Tensor
+
+
+class ZProblem:
+    """The z objective of one batch of requests: tokenised contexts and essence prompts, z0 and p₀.
+
+    Rows: for each request its contexts (bare prompt first, then `"{prefix}. {prompt}"`), then one
+    essence row per request ("{subject} is a", no labels). `losses(delta, rows)` runs one forward
+    pass with `delta[owner]` added at block `block`'s output at each row's subject position.
+    """
+
+    def __init__(self, task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig):
+        device = next(model.parameters()).device
+        self.task, self.model, self.block, self.config, self.m = task, model, block, config, len(requests)
+        head, tail = split_kl_prompt(config.kl_prompt)
+        rewrite = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, config.prefixes)]
+        essence = [(i, head + r.subject, tail, r.subject) for i, r in enumerate(requests)]
+        self.prompts = tokenise(task, rewrite + essence).to(device)
+        self.prompts.batch.labels[len(rewrite):] = -100  # the essence rows only feed the KL term
+        self.is_essence = torch.arange(len(self.prompts.owner), device=device) >= len(rewrite)
+        bare = torch.arange(0, len(rewrite), 1 + len(config.prefixes), device=device)  # first context = bare prompt
+        with torch.no_grad():
+            self.z0 = read_at_subjects(model, self.prompts.select(bare), outputs_of=[block],
+                                       batch_size=config.batch_size)[block].to(device)  # [m, d]
+            essence_rows = torch.nonzero(self.is_essence).squeeze(1)
+            _, log_probs, owners = self._forward(self.prompts.select(essence_rows), self.is_essence[essence_rows],
+                                                 torch.zeros_like(self.z0))
+        self.initial_log_probs = torch.empty_like(log_probs).index_copy_(0, owners, log_probs)  # [m, V]: p₀, δ = 0
+
+    def _forward(self, rows: Prompts, is_essence: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        state = {"rows": rows}
+        with residual_added(self.model, self.block, delta, state):
+            return _losses(self.task, self.model, rows, is_essence, self.m)
+
+    def losses(self, delta: Tensor, rows: Tensor | None = None) -> ZLosses:
+        """Eq. 16's terms at `delta: [m, d]`, over the given row indices (default: all rows)."""
+        rows = torch.arange(len(self.prompts.owner), device=delta.device) if rows is None else rows
+        nll, log_probs, owners = self._forward(self.prompts.select(rows), self.is_essence[rows], delta)
+        initial = self.initial_log_probs[owners]  # [a, V]
+        # KL(p_δ ‖ p₀) = Σ_v p_δ (log p_δ − log p₀), ROME Eq. 4 (reference: kl_div(init, new, log_target=True)).
+        kl = torch.zeros(self.m, device=delta.device).index_add(0, owners, (log_probs.exp() * (log_probs - initial)).sum(-1))
+        decay = self.config.weight_decay * delta.norm(dim=1) / self.z0.norm(dim=1) ** 2  # [m]
+        present = torch.zeros(self.m, dtype=torch.bool, device=delta.device)
+        present[self.prompts.owner[rows]] = True
+        decay = torch.where(present, decay, torch.zeros_like(decay))
+        return ZLosses(nll + self.config.kl_factor * kl + decay, nll, kl, decay)
+
+
 def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig):
     """One batch of requests: z [m, d], z0 [m, d], final loss [m], first and last NLL [m], forward passes [m]."""
-    device = next(model.parameters()).device
     m = len(requests)
-    head, tail = split_kl_prompt(config.kl_prompt)
-    rewrite = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, config.prefixes)]
-    essence = [(i, head + r.subject, tail, r.subject) for i, r in enumerate(requests)]
-    prompts = tokenise(task, rewrite + essence).to(device)
-    prompts.batch.labels[len(rewrite):] = -100  # the essence rows only feed the KL term
-    is_essence = torch.arange(len(prompts.owner), device=device) >= len(rewrite)
-    bare = torch.arange(0, len(rewrite), 1 + len(config.prefixes), device=device)  # first context = bare prompt
-
     with frozen_parameters(model):
-        z0 = read_at_subjects(model, prompts.select(bare), outputs_of=[block], batch_size=config.batch_size)[block]  # [m, d]
-        z0 = z0.to(device)
+        problem = ZProblem(task, model, requests, block, config)
+        z0, owner = problem.z0, problem.prompts.owner
+        device = z0.device
         delta = torch.zeros_like(z0, requires_grad=True)  # [m, d]
         optimizer = torch.optim.Adam([delta], lr=config.lr)
         max_norm = config.clamp_norm_factor * z0.norm(dim=1)  # [m]
@@ -111,38 +165,29 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
         first_nll = torch.zeros(m, device=device)
         final_nll = torch.zeros(m, device=device)
         passes = torch.zeros(m, dtype=torch.long, device=device)
-        initial_log_probs: Tensor | None = None  # [m, V]: next token after the subject, unedited model
-        state: dict = {}
-        with residual_added(model, block, delta, state):
-            for step in range(config.steps):
-                kept = torch.nonzero(~done[prompts.owner]).squeeze(1)
-                rows = state["rows"] = prompts.select(kept)
-                nll, log_probs, owners = _losses(task, model, rows, is_essence[kept], m)
-                if initial_log_probs is None:
-                    initial_log_probs = log_probs.detach()  # [m, V]: δ = 0 at the first pass
-                    first_nll = nll.detach()
-                reference = initial_log_probs[owners]  # [a, V]
-                kl = torch.zeros(m, device=device).index_add(0, owners, (reference.exp() * (reference - log_probs)).sum(-1))
-                active = ~done
-                loss = (nll[active] + config.kl_factor * kl[active]
-                        + config.weight_decay * delta[active].norm(dim=1) / z0[active].norm(dim=1) ** 2)  # [a]
-                passes[active] += 1
-                final_loss[active] = loss.detach()
-                final_nll[active] = nll.detach()[active]
-                finished = torch.zeros_like(done)
-                finished[active] = loss.detach() < config.stop_loss
-                frozen[finished] = delta.detach()[finished]
-                done |= finished
-                if bool(done.all()) or step == config.steps - 1:
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss[~finished[active]].sum().backward()
-                optimizer.step()
-                with torch.no_grad():
-                    # Project each δ_i into the ball of radius clamp_norm_factor · ‖z0_i‖.
-                    scale = (max_norm / delta.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
-                    delta.mul_(scale[:, None])
-                    delta[done] = frozen[done]
+        for step in range(config.steps):
+            active = ~done
+            terms = problem.losses(delta, torch.nonzero(active[owner]).squeeze(1))
+            loss = terms.loss[active]  # [a]
+            if step == 0:
+                first_nll = terms.nll.detach()
+            passes[active] += 1
+            final_loss[active] = loss.detach()
+            final_nll[active] = terms.nll.detach()[active]
+            finished = torch.zeros_like(done)
+            finished[active] = loss.detach() < config.stop_loss
+            frozen[finished] = delta.detach()[finished]
+            done |= finished
+            if bool(done.all()) or step == config.steps - 1:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss[~finished[active]].sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                # Project each δ_i into the ball of radius clamp_norm_factor · ‖z0_i‖.
+                scale = (max_norm / delta.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
+                delta.mul_(scale[:, None])
+                delta[done] = frozen[done]
     z = (z0 + delta).detach()
     return z, z0, final_loss, first_nll, final_nll, passes
 

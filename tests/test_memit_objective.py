@@ -1,0 +1,171 @@
+"""MEMIT's z objective and keys against an independent computation, on a tiny random Llama.
+
+The independent side follows the reference code (kmeng01/memit `compute_z`, `compute_ks`): one
+forward pass per context (no padding, no batching), the KL term as `F.kl_div(log p0, log p_delta,
+log_target=True, reduction="batchmean")` (ROME Eq. 4: KL(p_delta || p0)), the penalty
+`||delta|| / ||z0||^2`, keys averaged within each kind of context and then across kinds.
+"""
+import pytest
+import torch
+from torch import nn
+from tiny import TinyCausalTask
+
+from editbench.api import EditRequest
+from editbench.methods.memit import Memit, MemitConfig
+from editbench.methods.memit.locate import block_of, hidden_of, with_hidden
+from editbench.methods.memit.targets import optimise_targets
+from editbench.modules import get_module
+
+PREFIXES = ("The sky was grey", "Because of it", "You know this well")
+SETTINGS = dict(prefixes=PREFIXES, steps=2, lr=0.5, weight_decay=0.5, kl_factor=0.0625, clamp_norm_factor=0.75,
+                stop_loss=0.0, z_batch_size=4)
+
+
+def sharp_task():
+    """A tiny Llama whose outputs are confident (final norm gain x20), so that the KL term is not tiny."""
+    task = TinyCausalTask("llama")
+    model = task.load_model()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(20.0)
+    return task, model
+
+
+def request(i=0):
+    subject, target = [("Anna", "rome"), ("Bobby", "paris")][i]
+    return EditRequest(id=f"r{i}", prompt=f"Tell me about {subject}", target=target, subject=subject)
+
+
+def run_one(task, model, prompt, answer, subject, block, delta=None, inputs_of=None):
+    """One unbatched forward of `prompt` + answer; `delta` added at block's output at the subject's last token.
+
+    Returns (log-probs [T-1, V], labels [T-1], subject index, block output at subject [d], module input at subject).
+    """
+    batch = task.batch([(prompt, answer)])
+    index = task.subject_token_index(prompt, subject)
+    seen = {}
+
+    def add(module, args, output):
+        hidden = hidden_of(output)
+        seen["block"] = hidden[0, index].detach().clone()
+        if delta is None:
+            return output
+        hidden = hidden.clone()
+        hidden[0, index] = hidden[0, index] + delta
+        return with_hidden(output, hidden)
+
+    handles = [get_module(model, block).register_forward_hook(add)]
+    if inputs_of:
+        handles.append(get_module(model, inputs_of).register_forward_pre_hook(
+            lambda m, a: seen.__setitem__("key", a[0][0, index].detach().clone())))
+    with torch.no_grad():
+        log_probs = task.logits(model, batch)[0].float().log_softmax(-1)
+    for h in handles:
+        h.remove()
+    return log_probs, batch.labels[0], index, seen["block"], seen.get("key")
+
+
+def reference_loss(task, model, req, block, delta, config):
+    """Eq. 16 for one request at `delta`, computed as the reference does; returns (loss, nll, kl, decay, z0)."""
+    contexts = [req.prompt] + [f"{p}. {req.prompt}" for p in config.prefixes]
+    nlls = []
+    for context in contexts:
+        log_probs, labels, *_ = run_one(task, model, context, req.target, req.subject, block, delta)
+        answer = labels != -100
+        nlls.append(-log_probs[answer].gather(1, labels[answer][:, None]).mean())
+    nll = torch.stack(nlls).mean()
+    essence = req.subject  # "{} is a": the subject, continued by "is a"
+    init, _, index, _, _ = run_one(task, model, essence, "is a", req.subject, block)
+    new, *_ = run_one(task, model, essence, "is a", req.subject, block, delta)
+    kl = nn.functional.kl_div(init[index][None], new[index][None], log_target=True, reduction="batchmean")
+    z0 = run_one(task, model, req.prompt, req.target, req.subject, block)[3]
+    decay = config.weight_decay * delta.norm() / z0.norm() ** 2
+    return nll + config.kl_factor * kl, nll, kl, decay, z0
+
+
+def test_z_loss_and_clamp_equal_the_reference_computation():
+    """After one Adam step (steps = 2), the reported loss is Eq. 16 at the clamped delta."""
+    task, model = sharp_task()
+    block = block_of(task.edit_modules("memit")[-1])
+    config = MemitConfig(**SETTINGS)
+    req = request()
+    z, z0, stats = optimise_targets(task, model, [req], block, config)
+    delta = (z - z0)[0]
+    loss, nll, kl, decay, ref_z0 = reference_loss(task, model, req, block, delta, config)
+    torch.testing.assert_close(z0[0], ref_z0, rtol=1e-5, atol=1e-6)
+    # lr 0.5 moves each of the 32 coordinates by ~0.5 at the first Adam step: far past 0.75 ||z0||.
+    assert float(delta.norm()) == pytest.approx(0.75 * float(ref_z0.norm()), rel=1e-5)
+    # The test must tell the KL directions apart: KL(p0 || p_delta) gives another loss.
+    init, _, index, _, _ = run_one(task, model, req.subject, "is a", req.subject, block)
+    new, *_ = run_one(task, model, req.subject, "is a", req.subject, block, delta)
+    other_kl = (init[index].exp() * (init[index] - new[index])).sum()
+    assert abs(float(other_kl - kl)) * config.kl_factor > 1e-3, (float(kl), float(other_kl))
+    assert stats["z_loss_after"] == pytest.approx(float(loss + decay), rel=1e-4)
+    assert stats["z_nll_after"] == pytest.approx(float(nll), rel=1e-4)
+
+
+def test_z_loss_terms_of_the_batched_problem_equal_the_reference():
+    """`ZProblem.losses` on two requests at once, at arbitrary deltas, term by term."""
+    from editbench.methods.memit.targets import ZProblem
+
+    task, model = sharp_task()
+    block = block_of(task.edit_modules("memit")[-1])
+    config = MemitConfig(**SETTINGS)
+    requests = [request(0), request(1)]
+    problem = ZProblem(task, model, requests, block, config)
+    delta = torch.randn(problem.z0.shape, generator=torch.Generator().manual_seed(3)) * 0.2 * problem.z0.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        terms = problem.losses(delta)
+    for i, req in enumerate(requests):
+        loss, nll, kl, decay, z0 = reference_loss(task, model, req, block, delta[i], config)
+        torch.testing.assert_close(problem.z0[i], z0, rtol=1e-5, atol=1e-6)
+        assert float(terms.nll[i]) == pytest.approx(float(nll), rel=1e-4)
+        assert float(terms.kl[i]) == pytest.approx(float(kl), rel=1e-3, abs=1e-6)
+        assert float(terms.decay[i]) == pytest.approx(float(decay), rel=1e-5)
+        assert float(terms.loss[i]) == pytest.approx(float(loss + decay), rel=1e-4)
+    # Rows of request 1 only: request 0 contributes nothing.
+    rows = torch.nonzero(problem.prompts.owner == 1).squeeze(1)
+    with torch.no_grad():
+        alone = problem.losses(delta, rows)
+    assert float(alone.loss[0]) == 0.0 and float(alone.loss[1]) == pytest.approx(float(terms.loss[1]), rel=1e-5)
+
+
+def test_first_layer_update_uses_the_two_level_key_average(tmp_path):
+    """Layer 1's shift equals R Kᵀ (λC + K Kᵀ)⁻¹ with K = ½ k(bare) + ½ mean k(prefixed), computed here."""
+    task, model = sharp_task()
+    names = task.edit_modules("memit")
+    block = block_of(names[-1])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Paragraph {i}: the {i}th town has {i * 7} houses." for i in range(20)))
+    config = MemitConfig(**SETTINGS, update_weight=2.0, stats_corpus=str(corpus), stats_dir=str(tmp_path))
+    requests = [request(0), request(1)]
+    z, _, _ = optimise_targets(task, model, requests, block, config)  # deterministic: the edit finds the same z
+    keys, residuals = [], []
+    for i, req in enumerate(requests):
+        found = [run_one(task, model, context, req.target, req.subject, block, inputs_of=names[0])
+                 for context in [req.prompt] + [f"{p}. {req.prompt}" for p in PREFIXES]]
+        prefixed = torch.stack([f[4] for f in found[1:]]).mean(0)
+        keys.append(0.5 * found[0][4] + 0.5 * prefixed)
+        residuals.append((z[i] - found[0][3]) / len(names))  # spread over the layers left
+    K, R = torch.stack(keys).double().T, torch.stack(residuals).double().T  # [d_in, m], [d_out, m]
+    method = Memit(config)
+    method.prepare(task, model, tmp_path)
+    C = method._covariances[names[0]].double()
+    expected = R @ torch.linalg.solve(config.update_weight * C + K @ K.T, K).T  # [d_out, d_in]
+    result = method.edit(task, model, requests)
+    torch.testing.assert_close(result.deltas[names[0]].double(), expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("stop_loss, unconverged", [(1e-9, 2), (1e9, 0)])
+def test_unconverged_targets_are_counted_and_warned(stop_loss, unconverged, tmp_path, capsys):
+    task, model = sharp_task()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Paragraph {i}: the {i}th town." for i in range(10)))
+    config = MemitConfig(**{**SETTINGS, "steps": 1, "stop_loss": stop_loss}, stats_corpus=str(corpus), stats_dir=str(tmp_path))
+    result = Memit(config).edit(task, model, [request(0), request(1)])
+    assert result.stats["z_unconverged"] == unconverged
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("editbench: warning: memit:")]
+    if unconverged:
+        assert len(warned) == 1 and "2 of 2 requests" in warned[0] and "stop_loss" in warned[0], err
+    else:
+        assert warned == [], err
