@@ -94,17 +94,24 @@ def prepare(task, device, data_dir, sets) -> None:
 @main.command()
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--out", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
-@click.option("--check", is_flag=True, help="exit 1 if the tables in --out differ from what the results give")
+@click.option("--check", is_flag=True, help="exit 1 if the tables in --out differ from what the results give, or the results hold dirty-tree runs")
 def leaderboard(results_dir, out, check) -> None:
     """Render markdown leaderboards per task from the results store."""
     from editbench import leaderboard as lb
     from editbench.results import read_runs
 
-    files = lb.render(read_runs(Path(results_dir)))
+    records = read_runs(Path(results_dir))
+    files = lb.render(records)
     if check:
         stale = lb.check(files, Path(out))
+        dirty = lb.committed(records)[1]
+        if dirty:
+            click.echo(f"editbench: {results_dir} holds {dirty} run(s) from a dirty or unknown tree "
+                       "(commit null or '-dirty'): re-run them from a clean commit", err=True)
         if stale:
             click.echo(f"editbench: leaderboards out of date: {', '.join(stale)} (run `editbench leaderboard`)", err=True)
+            sys.exit(1)
+        if dirty:
             sys.exit(1)
         click.echo(f"leaderboards up to date ({len(files)} files)")
         return
