@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 # Roles a task maps to module names (`Task.edit_modules`). A method asks for its own role.
+# 'mend' is Mitchell et al.'s choice (both FFN linears of the last 3 blocks), used by `mend-mitchell`;
+# the paper's `mend` edits the 'malmen' modules.
 ROLES = ("ft", "malmen", "malmen-first-fc", "mend", "memit")
 
 
@@ -102,6 +104,10 @@ class TaskConfig:
 class MethodConfig:
     """Options shared by every method; subclasses add their own fields (all with defaults)."""
 
+    layers: str = field(default="", metadata={
+        "help": "modules to edit instead of the task's choice for this method: comma-separated block indices "
+                "(e.g. '20,21,22': the same sub-layers at those blocks) or full module names ('' = the task's)"})
+
 
 class Task(ABC):
     """A model to edit, its data, and its metrics.
@@ -115,11 +121,25 @@ class Task(ABC):
     Config: ClassVar[type] = TaskConfig
     # True when edits are scored token-wise on generated text (LMs); False for label accuracy.
     generative: ClassVar[bool] = True
+    # Settings each method needs on this task's model (method name -> {config field: value}), like the
+    # reference code's one hyper-parameter file per model; applied over the method's defaults and
+    # under the user's `--set` (see `preset_for`).
+    method_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any = None, data_dir: str | Path | None = None):
         self.config = config if config is not None else self.Config()
         self.data_dir = Path(data_dir) if data_dir else None
         self.tokenizer: Any = None
+
+    @classmethod
+    def preset_for(cls, method_cls: type) -> tuple[str | None, dict[str, Any]]:
+        """(preset name, settings) for `method_cls` on this task: the entry of the method's name, else
+        of the nearest registered base class (an ablation inherits its method's preset)."""
+        for klass in method_cls.__mro__:
+            name = getattr(klass, "name", "")
+            if name and name in cls.method_presets:
+                return f"{cls.name}/{name}", dict(cls.method_presets[name])
+        return None, {}
 
     # -- model ---------------------------------------------------------------------------------
     def prepare(self, device: str = "cpu") -> dict[str, Any]:
@@ -189,9 +209,20 @@ class Method(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Config: ClassVar[type] = MethodConfig
+    role: ClassVar[str] = ""  # which `Task.edit_modules` role the method edits by default (see `ROLES`)
+    # Config fields that follow the run's settings unless a preset or `--set` gives them, as
+    # {config field: RunSpec attribute}: e.g. a trained editor's `seed` follows `--seed`, so each seed
+    # is an independently trained editor, and its training m follows `--edits`.
+    follows_run: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+
+    def modules(self, task: "Task", model: nn.Module) -> list[str]:
+        """The modules this method edits: the task's choice for `role`, or the `layers` setting."""
+        from editbench.layers import select_modules
+
+        return select_modules(task.edit_modules(self.role), getattr(self.config, "layers", ""), model)
 
     def prepare(self, task: Task, model: nn.Module, cache_dir: Path) -> dict[str, Any]:
         """Train or load what the method needs (cached under `cache_dir`); returns provenance info."""

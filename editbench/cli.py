@@ -66,14 +66,34 @@ def run(method, task, edits, seed, device, dtype, out, data_dir, sets) -> None:
 
 
 @main.command(name="list")
-def list_() -> None:
-    """List the registered methods and tasks with one-line descriptions."""
-    from editbench.registry import describe
+@click.argument("name", required=False)
+@click.option("--task", default=None, help="with NAME (a method): also show the settings this task's preset gives it")
+def list_(name, task) -> None:
+    """List the registered methods and tasks, or every option of the method or task NAME."""
+    from editbench.registry import available, describe
 
-    for kind, title in (("method", "Methods"), ("task", "Tasks")):
-        click.echo(f"{title}:")
-        for name, text in describe(kind):
-            click.echo(f"  {name:<20} {text}")
+    if name is None:
+        for kind, title in (("method", "Methods"), ("task", "Tasks")):
+            click.echo(f"{title}:")
+            for plugin, text in describe(kind):
+                click.echo(f"  {plugin:<20} {text}")
+        return
+    from editbench.config import describe_options
+    from editbench.registry import load
+
+    kind = "method" if name in available("method") else "task"
+    cls = load(kind, name)
+    click.echo(f"{kind} {name}: {cls.description}")
+    preset = {}
+    if task is not None and kind == "method":
+        preset_name, preset = load("task", task).preset_for(cls)
+        click.echo(f"preset on {task}: {preset_name or 'none (the defaults below)'}")
+    click.echo("options (--set KEY=VALUE):")
+    for key, default, help_text in describe_options(cls.Config):
+        value = f"{preset[key]!r} (preset; default {default!r})" if key in preset else repr(default)
+        click.echo(f"  {key} = {value}\n      {help_text}")
+    for field, attr in getattr(cls, "follows_run", {}).items():
+        click.echo(f"  ({field} follows the run's --{attr} unless set)")
 
 
 @main.command()

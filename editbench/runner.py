@@ -74,7 +74,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
     device = resolve_device(spec.device)
     method_cls, task_cls = registry.load("method", spec.method), registry.load("task", spec.task)
     method_sets, task_sets = split_overrides(spec.sets, method_cls, task_cls)
-    method = registry.create("method", spec.method, method_sets)
+    preset_name, preset = task_cls.preset_for(method_cls)
+    linked = {field: getattr(spec, attr) for field, attr in method_cls.follows_run.items()}
+    method = registry.create("method", spec.method, {**linked, **preset, **method_sets})
     task = registry.create("task", spec.task, task_sets, data_dir=spec.data_dir)
     available = task.split_size("eval")
     if spec.edits > available:
@@ -111,6 +113,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "dtype": spec.dtype,
         "config": {"method": as_dict(method.config), "task": as_dict(task.config)},
         "overrides": dict(spec.sets),
+        "preset": {"name": preset_name, "settings": preset},
         "pre": aggregate(pre),
         "post": aggregate(post, pre),
         "train_seconds": phases["prepare"].seconds,

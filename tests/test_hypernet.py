@@ -82,13 +82,14 @@ def test_singular_system_without_ridge_is_a_clear_error():
 def test_normal_equation_residual_below_sum_of_shifts():
     editor = random_editor({"layer": (8, 24)}, lr=1e-2)
     torch.manual_seed(3)
-    keys, grads = torch.randn(16, 24), torch.randn(16, 8)
+    keys, grads = torch.randn(16, 24, dtype=torch.float64), torch.randn(16, 8, dtype=torch.float64)
     editor.observe("layer", keys, grads)
     cache = {"layer": (keys, grads)}
     with torch.no_grad():
         editor.log_ridge.fill_(-6.0)
-    normal = residual_of(compute_shifts(editor, cache, "normal", 5, torch.float64))
-    summed = residual_of(compute_shifts(editor, cache, "sum", 5, torch.float64))
+    # medians: a token whose value difference is ~0 (u~ . u ~ 0) has an unbounded relative residual
+    normal = float(compute_shifts(editor, cache, "normal", 5, torch.float64)["layer"].residuals.median())
+    summed = float(compute_shifts(editor, cache, "sum", 5, torch.float64)["layer"].residuals.median())
     assert normal < 0.05 < summed, (normal, summed)
 
 

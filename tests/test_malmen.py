@@ -57,9 +57,20 @@ def test_ablations_edit_their_layers(cls, tmp_path):
     assert all(torch.isfinite(d).all() for d in result.deltas.values())
 
 
-def test_concatenated_training_mode_runs(tmp_path):
-    task = TinyCausalTask("gpt2", model=tiny_causal("gpt2"))
-    Mend(tiny_config(Mend, training_mode="concatenated", train_steps=1, valid_every=1)).prepare(task, task.model, tmp_path)
+def test_concatenated_training_mode_trains_like_the_economic_one(tmp_path):
+    """Both modes start from the same editor and take the same meta-gradient: the same trained editor."""
+    task = TinyCausalTask("gpt2", model=tiny_causal("gpt2", dtype=torch.float64))
+    states = {}
+    for mode in ("concatenated", "economic"):
+        method = Mend(tiny_config(Mend, training_mode=mode, train_steps=2, valid_every=2, meta_lr=1e-3, checkpoint=False))
+        info = method.prepare(task, task.model, tmp_path / mode)
+        assert info["steps"] == 2 and not info["reused"]
+        states[mode] = method.editor.state_dict()
+    start = Mend(tiny_config(Mend)).build_editor(task, task.model).double().state_dict()
+    for name, value in states["economic"].items():
+        torch.testing.assert_close(states["concatenated"][name], value, rtol=1e-5, atol=1e-9, msg=name)
+    assert any(not torch.equal(value, start[name].to(value.dtype)) for name, value in states["economic"].items()
+               if name.endswith("up"))
 
 
 def test_no_reg_singular_keys_is_a_clear_error(tmp_path):

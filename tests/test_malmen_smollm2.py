@@ -1,6 +1,6 @@
 """Slow: MALMEN on the embedded zsre-smollm2 task, a bounded meta-training run then m = 64 edits.
 
-    EDITBENCH_DATA=/work/shared/data EDITBENCH_WHEELS=/tmp/wheels python -m pytest -m slow tests/test_malmen_smollm2.py -s
+    EDITBENCH_DATA=../shared/data python -m pytest -m slow tests/test_malmen_smollm2.py -s
 
 Budget by environment (defaults = the method's embedded-task defaults): EDITBENCH_MALMEN_STEPS,
 EDITBENCH_MALMEN_TRAIN_EDITS. The trained editor is cached under EDITBENCH_MALMEN_CACHE when set.
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from editbench.methods.hypernet.training import scores
+from editbench.metrics import aggregate
 from editbench.methods.malmen import Malmen
 
 pytestmark = pytest.mark.slow
 
 
 def test_malmen_lifts_es_and_gs_on_zsre_smollm2(tmp_path):
-    os.environ.setdefault("EDITBENCH_DATA", "/work/shared/data")
-    os.environ.setdefault("EDITBENCH_WHEELS", "/tmp/wheels")
+    if not os.environ.get("EDITBENCH_DATA"):
+        pytest.skip("EDITBENCH_DATA is not set (point it at the shared data folder)")
     from editbench.tasks.zsre import ZsreSmolLM2
 
     task = ZsreSmolLM2()
@@ -35,9 +35,9 @@ def test_malmen_lifts_es_and_gs_on_zsre_smollm2(tmp_path):
     info = method.prepare(task, model, cache)
     train_seconds = time.perf_counter() - started
     requests = task.requests("eval", 64, seed=0)
-    pre = scores(task.evaluate(model, requests))
+    pre = aggregate(task.evaluate(model, requests))
     result = method.edit(task, model, requests)
-    post = scores(task.evaluate(model, requests))
+    post = aggregate(task.evaluate(model, requests))
     report = {"prepare": {k: v for k, v in info.items() if k != "history"}, "train_seconds": train_seconds,
               "pre": pre, "post": post, "stats": result.stats}
     print(json.dumps(report, indent=2, default=str))

@@ -16,10 +16,12 @@ class FineTune(Method):
     name = "ft"
     description = "fine-tuning baseline: AdamW on the FFN weights of the edit tuples (paper A.5)"
     Config = FineTuneConfig
+    role = "ft"
+    follows_run = {"seed": "seed"}
 
     def edit(self, task: Task, model: nn.Module, requests: Sequence[EditRequest]) -> EditResult:
         cfg = self.config
-        names = task.edit_modules("ft")
+        names = self.modules(task, model)
         before = snapshot(model, names)
         params = [get_module(model, n).weight for n in names]
         frozen = [p for p in model.parameters() if p.requires_grad]

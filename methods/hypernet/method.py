@@ -27,10 +27,12 @@ class HypernetMethod(Method):
     """A hyper-network editor. Subclasses fix the variant through the class attributes below."""
 
     Config: ClassVar[type] = HypernetConfig
-    role: ClassVar[str] = "malmen"  # which `Task.edit_modules` role
+    role: ClassVar[str] = "malmen"  # which `Task.edit_modules` role (overridden by the `layers` setting)
     answer_only: ClassVar[bool] = True  # cache the answer tokens only (False: every token)
     aggregation: ClassVar[str] = "normal"  # 'normal' equation or 'sum' of shifts
     no_reg: ClassVar[bool] = False  # lambda = 0
+    # Each run seed trains its own editor, at the m it is evaluated with (the paper's protocol).
+    follows_run: ClassVar[dict[str, str]] = {"seed": "seed", "train_edits": "edits"}
 
     def __init__(self, config: Any = None):
         super().__init__(config)
@@ -44,16 +46,17 @@ class HypernetMethod(Method):
         self.editor: Editor | None = None
 
     # -- building blocks -----------------------------------------------------------------------
-    def setup(self, task: Task) -> EditorSetup:
+    def setup(self, task: Task, model: nn.Module | None = None) -> EditorSetup:
         cfg = self.config
+        names = self.modules(task, model) if model is not None else task.edit_modules(self.role)
         return EditorSetup(
-            names=task.edit_modules(self.role), answer_only=self.answer_only, aggregation=self.aggregation,
+            names=names, answer_only=self.answer_only, aggregation=self.aggregation,
             no_reg=self.no_reg, lm_batch_size=cfg.lm_batch_size, chunk_size=cfg.chunk_size,
             solve_dtype=SOLVE_DTYPES[cfg.solve_dtype], loc_coef=cfg.loc_coef)
 
     def build_editor(self, task: Task, model: nn.Module) -> Editor:
         cfg = self.config
-        names = task.edit_modules(self.role)
+        names = self.modules(task, model)
         torch.manual_seed(cfg.seed)
         editor = Editor({n: shape_of(get_module(model, n)) for n in names}, cfg.rank, cfg.blocks, cfg.init_lr,
                         cfg.init_log_ridge)
@@ -63,7 +66,7 @@ class HypernetMethod(Method):
     def checkpoint_path(self, task: Task, model: nn.Module, cache_dir: Path) -> Path:
         cfg = dataclasses.asdict(self.config)
         cfg.pop("checkpoint", None)
-        names = task.edit_modules(self.role)
+        names = self.modules(task, model)
         task_config = dataclasses.asdict(task.config) if dataclasses.is_dataclass(task.config) else {}
         task_config.pop("batch_size", None)  # scoring batch size: no effect on the trained editor
         payload = {"method": self.name, "task": task.name, "task_config": task_config,
@@ -78,18 +81,20 @@ class HypernetMethod(Method):
         if self.config.checkpoint and path.is_file():
             info = load_editor(self.editor, path)
             summary = {k: v for k, v in info.items() if k not in ("history", "config")}
-            return {"checkpoint": str(path), "reused": True, **summary}
+            # The one-off cost is the training that built the checkpoint, from its provenance.
+            return {"checkpoint": str(path), "reused": True, "one_off_seconds": info.get("train_seconds"), **summary}
         was_training = model.training
         model.eval()
         try:
-            info = train_editor(self.editor, task, model, self.setup(task), self.config)
+            info = train_editor(self.editor, task, model, self.setup(task, model), self.config)
         finally:
             model.train(was_training)
         info = {"method": self.name, "task": task.name, "config": dataclasses.asdict(self.config), **info}
         if self.config.checkpoint:
             save_editor(self.editor, path, info)
         summary = {k: v for k, v in info.items() if k not in ("history", "config")}
-        return {"checkpoint": str(path) if self.config.checkpoint else None, "reused": False, **summary}
+        return {"checkpoint": str(path) if self.config.checkpoint else None, "reused": False,
+                "one_off_seconds": info["train_seconds"], **summary}
 
     def edit(self, task: Task, model: nn.Module, requests: Sequence[EditRequest]) -> EditResult:
         """Alg. 1 with the prepared editor: shifts are added to the weights in place."""
@@ -98,7 +103,7 @@ class HypernetMethod(Method):
         was_training = model.training
         model.eval()
         try:
-            deltas, stats = apply_editor(self.editor, task, model, requests, self.setup(task))
+            deltas, stats = apply_editor(self.editor, task, model, requests, self.setup(task, model))
         finally:
             model.train(was_training)
         return EditResult(deltas=deltas, stats=stats)

@@ -2,15 +2,14 @@
 
 One `ShapeNet` per distinct weight shape `[d', d]`, shared by the layers of that shape:
 `x = cat(u, grad_v)` (`[N, d + d']`) is normalised by running statistics, then each block is
-`x + scale_l * relu(x A B + b) + shift_l` with `B = 0` at init (the net starts as the identity).
+`x + scale_l * clamp(x A B + b, min=0) + shift_l` with `A ~ N(0, 1)` and `B = 0` at init (the net
+starts as the identity), as in the reference implementations.
 Output split: pseudo key `u~: [N, d]`, pseudo value gradient `grad~_v: [N, d']`.
 
 `Editor` holds one `ShapeNet` per shape, the per-layer step size eta and the per-layer ridge
 `lambda = exp(theta)`; layers are addressed by their module name.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -53,11 +52,15 @@ class RunningNorm(nn.Module):
 
 
 class LowRankBlock(nn.Module):
-    """`x + scale_l * relu(x A B + b) + shift_l`, A: [w, r], B: [r, w] (zero at init)."""
+    """`x + scale_l * clamp(x A B + b, min=0) + shift_l`, A: [w, r] ~ N(0, 1), B: [r, w] (zero at init).
+
+    At init `x A B + b` is exactly 0. `clamp(min=0)` passes the gradient there (its mask is `>= 0`),
+    `relu` would not (`> 0`): with relu, B, b, A and the scale would never receive a gradient.
+    """
 
     def __init__(self, width: int, rank: int, layers: int):
         super().__init__()
-        self.down = nn.Parameter(torch.randn(width, rank) / math.sqrt(width))  # A
+        self.down = nn.Parameter(torch.randn(width, rank))  # A
         self.up = nn.Parameter(torch.zeros(rank, width))  # B
         self.bias = nn.Parameter(torch.zeros(width))
         self.scale = nn.Parameter(torch.ones(layers, width))
@@ -65,7 +68,7 @@ class LowRankBlock(nn.Module):
 
     def forward(self, x: Tensor, layer: Tensor) -> Tensor:
         """x: [N, w], layer: [N] index of each row's layer within the shape group."""
-        hidden = torch.relu(torch.addmm(self.bias, x @ self.down, self.up))  # [N, w]
+        hidden = torch.addmm(self.bias, x @ self.down, self.up).clamp(min=0)  # [N, w]
         return x + self.scale[layer] * hidden + self.shift[layer]
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from editbench.api import EditRequest, RequestOutcome, Task
+from editbench.api import EditRequest, Task
+from editbench.metrics import aggregate
 from editbench.methods.hypernet.capture import capture
 from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup, MetaBatch, meta_gradient
@@ -45,28 +46,14 @@ def apply_editor(editor: Editor, task: Task, model: nn.Module, requests: Sequenc
     return deltas, stats
 
 
-def token_accuracy(outcomes) -> float:
-    """Mean over tuples of the fraction of answer tokens predicted right (teacher forcing)."""
-    scores = [sum(p == g for p, g in zip(o.predicted, o.gold)) / max(1, len(o.gold)) for o in outcomes]
-    return sum(scores) / max(1, len(scores))
-
-
-def scores(outcomes: Sequence[RequestOutcome]) -> dict[str, float]:
-    """ES, GS and LS (gold-answer accuracy on unrelated tuples) of scored requests."""
-    return {
-        "es": token_accuracy([o.edit for o in outcomes]),
-        "gs": token_accuracy([e for o in outcomes for e in o.equivalents]),
-        "ls": token_accuracy([u for o in outcomes for u in o.unrelated]),
-    }
-
-
 def validate(editor: Editor, task: Task, model: nn.Module, requests: Sequence[EditRequest],
              setup: EditorSetup) -> dict[str, float]:
     """Edit `requests`, score them, restore the weights."""
     before = snapshot(model, setup.names)
     try:
         _, stats = apply_editor(editor, task, model, requests, setup)
-        result = scores(task.evaluate(model, requests))
+        post = aggregate(task.evaluate(model, requests))
+        result = {k: post[k] for k in ("es", "gs", "ls")}
     finally:
         with torch.no_grad():
             for name, w in before.items():
