@@ -74,9 +74,14 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
     train_size = task.split_size("train")
     m = min(config.train_edits, train_size)
     valid_requests = task.requests("valid", min(config.valid_edits, task.split_size("valid")), config.seed)
-    history: list[dict[str, float]] = []
-    best = {"score": -float("inf"), "step": 0, "state": copy.deepcopy(editor.state_dict())}
-    stale, started = 0, time.perf_counter()
+    started = time.perf_counter()
+    initial = copy.deepcopy(editor.state_dict())
+    # Step 0: the untrained editor's validation scores, the baseline that training must beat.
+    start = validate(editor, task, model, valid_requests, setup)
+    history: list[dict[str, float]] = [{"step": 0, **{f"valid_{k}": v for k, v in start.items()},
+                                        "valid_score": _valid_score(start)}]
+    best = {"score": history[0]["valid_score"], "step": 0, "state": initial}
+    stale = 0
     bar = tqdm(range(1, config.train_steps + 1), desc=f"meta-train ({config.training_mode})", disable=None)
     for step in bar:
         requests = task.requests("train", m, config.seed * 100_003 + step)
@@ -88,7 +93,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
         record = {"step": step, **stats, "grad_norm": grad_norm}
         if step % config.valid_every == 0 or step == config.train_steps:
             valid = validate(editor, task, model, valid_requests, setup)
-            score = (valid["es"] + valid["gs"] + valid["ls"]) / 3
+            score = _valid_score(valid)
             record.update({f"valid_{k}": v for k, v in valid.items()}, valid_score=score)
             if score > best["score"]:
                 best = {"score": score, "step": step, "state": copy.deepcopy(editor.state_dict())}
@@ -99,5 +104,13 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
         if stale >= config.patience:
             break
     editor.load_state_dict(best["state"])
-    return {"best_step": best["step"], "best_valid_score": best["score"], "steps": len(history),
-            "train_seconds": time.perf_counter() - started, "history": history}
+    unmoved = [name for name, value in editor.state_dict().items()
+               if name in dict(editor.named_parameters()) and torch.equal(value, initial[name])]
+    return {"best_step": best["step"], "best_valid_score": best["score"], "initial_valid_score": history[0]["valid_score"],
+            "steps": len(history) - 1, "train_seconds": time.perf_counter() - started,
+            "unmoved_parameters": unmoved, "history": history}
+
+
+def _valid_score(valid: dict[str, float]) -> float:
+    """Model selection score: the mean of validation ES, GS and LS."""
+    return (valid["es"] + valid["gs"] + valid["ls"]) / 3
