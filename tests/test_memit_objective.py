@@ -169,3 +169,36 @@ def test_unconverged_targets_are_counted_and_warned(stop_loss, unconverged, tmp_
         assert len(warned) == 1 and "2 of 2 requests" in warned[0] and "stop_loss" in warned[0], err
     else:
         assert warned == [], err
+
+
+def test_group_by_budget():
+    from editbench.methods.memit.budget import group_by_budget
+
+    rows, widths = [3, 3, 3, 3, 3], [10, 10, 20, 10, 10]
+    # 1 byte per token, budget 60: [0, 1] = 60 tokens; [2] alone (2 x 3 x 20 = 120 > 60); then [3, 4].
+    assert group_by_budget(rows, widths, 1.0, 60, cap=16) == [range(0, 2), range(2, 3), range(3, 5)]
+    assert group_by_budget(rows, widths, 1.0, 1e9, cap=2) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert group_by_budget(rows, widths, 1.0, 1, cap=16) == [range(i, i + 1) for i in range(5)]  # each alone
+
+
+def test_autograd_bytes_counts_saved_activations_not_parameters():
+    from editbench.methods.memit.budget import autograd_bytes
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    x = torch.randn(5, 8, requires_grad=True)
+    _, saved = autograd_bytes(model, lambda: model(x).sum())
+    # Linear 1 saves its input x [5, 8]; tanh its output [5, 16]; linear 2 its input (the same [5, 16]).
+    assert saved == 4 * (5 * 8 + 5 * 16)
+
+
+def test_memory_budget_splits_the_z_batch_without_changing_z():
+    task, model = sharp_task()
+    block = block_of(task.edit_modules("memit")[-1])
+    requests = [request(0), request(1), request(0)]
+    together = MemitConfig(**{**SETTINGS, "steps": 3, "z_memory_mb": 0})
+    z, _, stats = optimise_targets(task, model, requests, block, together)
+    assert stats["z_batches"] == 1
+    alone = MemitConfig(**{**SETTINGS, "steps": 3, "z_memory_mb": 1e-6})  # below one request: one per batch
+    z_alone, _, stats_alone = optimise_targets(task, model, requests, block, alone)
+    assert stats_alone["z_batches"] == 3 and stats_alone["z_bytes_per_token"] > 0
+    torch.testing.assert_close(z_alone, z, rtol=1e-4, atol=1e-5)

@@ -38,7 +38,8 @@ class MemitConfig(MethodConfig):
     stop_loss: float = field(default=0.05, metadata={"help": "a request stops optimising once its loss is below this (reference: 5e-2)"})
     prefixes: tuple[str, ...] = field(default=DEFAULT_PREFIXES, metadata={"help": "fixed context prefixes, each used as '{prefix}. {prompt}' besides the bare prompt, for z and the keys (reference: 5 sampled 10-token continuations of The/Therefore/Because/I/You; ours are fixed sentences opening with those words, see config.py)"})
     kl_prompt: str = field(default="{} is a", metadata={"help": "essence prompt of the KL term; '{}' is the subject"})
-    z_batch_size: int = field(default=16, metadata={"help": "requests optimised together (memory grows with it)"})
+    z_batch_size: int = field(default=16, metadata={"help": "at most this many requests optimised together (see z_memory_mb)"})
+    z_memory_mb: float = field(default=512.0, metadata={"help": "memory budget of one z batch (activations kept for backward, logits and their gradient), measured per padded token by a probe pass; requests are grouped to fit it (0 = z_batch_size alone decides)"})
     batch_size: int = field(default=64, metadata={"help": "prompts per forward pass when reading keys and outputs"})
     # -- batch update (Eq. 14) -------------------------------------------------------------------
     update_weight: float = field(default=15000.0, metadata={"help": "lambda, the mom2 update weight multiplying the key covariance"})

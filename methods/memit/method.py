@@ -53,6 +53,8 @@ class Memit(Method):
         for name in ("steps", "z_batch_size", "batch_size", "stats_samples", "stats_max_length", "stats_batch_tokens"):
             if getattr(cfg, name) < 1:
                 raise EditbenchError(f"memit {name} must be at least 1, got {getattr(cfg, name)}")
+        if cfg.z_memory_mb < 0:
+            raise EditbenchError(f"memit z_memory_mb must be 0 (no budget) or positive, got {cfg.z_memory_mb}")
         self._covariances: dict[str, torch.Tensor] = {}
 
     # -- statistics ----------------------------------------------------------------------------

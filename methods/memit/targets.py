@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from editbench.api import EditRequest, Task
 from editbench.errors import EditbenchError
+from editbench.methods.memit.budget import autograd_bytes, group_by_budget
 from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.locate import Prompts, contexts, hidden_of, read_at_subjects, tokenise, with_hidden
 from editbench.modules import get_module
@@ -78,8 +79,8 @@ def residual_added(model: nn.Module, block: str, delta: Tensor, state: dict):
 def optimise_targets(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str,
                      config: MemitConfig) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Target values `z: [m, d]` and initial values `z0: [m, d]` at block `block`'s output, and statistics."""
-    parts = [_optimise_chunk(task, model, requests[start:start + config.z_batch_size], block, config)
-             for start in range(0, len(requests), config.z_batch_size)]
+    groups, bytes_per_token = z_batches(task, model, requests, block, config)
+    parts = [_optimise_chunk(task, model, [requests[i] for i in group], block, config) for group in groups]
     z, z0, loss, nll_before, nll_after, passes = (torch.cat(column) for column in zip(*parts))
     unconverged = int((loss >= config.stop_loss).sum())
     stats = {
@@ -90,8 +91,44 @@ def optimise_targets(task: Task, model: nn.Module, requests: Sequence[EditReques
         "z_unconverged": unconverged,
         "z_passes_mean": float(passes.float().mean()),
         "z_shift_ratio": float(((z - z0).norm(dim=1) / z0.norm(dim=1)).mean()),
+        "z_batches": len(groups),
+        "z_batch_max": max(len(g) for g in groups),
+        "z_bytes_per_token": bytes_per_token,
     }
     return z, z0, stats
+
+
+def request_rows(request: EditRequest, config: MemitConfig) -> tuple[list[tuple[str, str, str]], tuple[str, str, str]]:
+    """(prompt, answer, subject) of a request's contexts, and of its essence prompt (answer: the KL continuation)."""
+    head, tail = split_kl_prompt(config.kl_prompt)
+    rewrite = [(prompt, request.target, request.subject) for prompt in contexts(request, config.prefixes)]
+    return rewrite, (head + request.subject, tail, request.subject)
+
+
+def z_batches(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str,
+              config: MemitConfig) -> tuple[list[range], float]:
+    """Groups of requests optimised together, and the measured bytes per padded token of a z step (0: not measured).
+
+    With `z_memory_mb > 0`, one probe forward (the first request's rows) measures what autograd keeps
+    per padded token, plus the logits and their gradient (2 · V floats); groups then hold at most
+    `z_batch_size` requests and at most `z_memory_mb` of that estimate (`budget.py`).
+    """
+    if config.z_memory_mb <= 0:
+        return [range(s, min(s + config.z_batch_size, len(requests))) for s in range(0, len(requests), config.z_batch_size)], 0.0
+    with frozen_parameters(model):
+        probe = ZProblem(task, model, requests[:1], block, config)
+        delta = torch.zeros_like(probe.z0, requires_grad=True)
+        _, saved = autograd_bytes(model, lambda: probe.losses(delta).loss.sum())
+    tokens = probe.prompts.batch.inputs["attention_mask"].numel()  # padded tokens of the probe
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
+    bytes_per_token = saved / tokens + 2 * 4 * vocab
+    rows, widths = [], []
+    for request in requests:
+        rewrite, essence = request_rows(request, config)
+        lengths = task.batch([(p, a) for p, a, _ in rewrite + [essence]]).inputs["attention_mask"].sum(1)
+        rows.append(len(lengths))
+        widths.append(int(lengths.max()))
+    return group_by_budget(rows, widths, bytes_per_token, config.z_memory_mb * 2**20, config.z_batch_size), bytes_per_token
 
 
 @dataclass
@@ -115,9 +152,9 @@ class ZProblem:
     def __init__(self, task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig):
         device = next(model.parameters()).device
         self.task, self.model, self.block, self.config, self.m = task, model, block, config, len(requests)
-        head, tail = split_kl_prompt(config.kl_prompt)
-        rewrite = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, config.prefixes)]
-        essence = [(i, head + r.subject, tail, r.subject) for i, r in enumerate(requests)]
+        rows = [request_rows(r, config) for r in requests]
+        rewrite = [(i, *row) for i, (context_rows, _) in enumerate(rows) for row in context_rows]
+        essence = [(i, *essence_row) for i, (_, essence_row) in enumerate(rows)]
         self.prompts = tokenise(task, rewrite + essence).to(device)
         self.prompts.batch.labels[len(rewrite):] = -100  # the essence rows only feed the KL term
         self.is_essence = torch.arange(len(self.prompts.owner), device=device) >= len(rewrite)
