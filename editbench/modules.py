@@ -9,9 +9,10 @@ provided nothing else changed the weight in between (else it subtracts, as befor
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +66,18 @@ class Undo:
 
 
 _UNDO = "_editbench_undo"  # module attribute: the stack of `Undo`s of the adds not yet taken back
+_KEEP = [True]  # False inside `no_undo()`
+
+
+@contextlib.contextmanager
+def no_undo() -> Iterator[None]:
+    """Adds inside this block remember nothing (no memory for an exact revert): for callers that
+    never take an edit back, e.g. a benchmark run measuring the edit's peak memory."""
+    _KEEP.append(False)
+    try:
+        yield
+    finally:
+        _KEEP.pop()
 
 
 def _bits(t: Tensor) -> Tensor:
@@ -98,9 +111,10 @@ def _norm(t: Tensor) -> float:
 def add_to_weight(module: nn.Module, shift: Tensor, sign: float = 1.0) -> Undo | None:
     """W <- W + sign * shift, with `shift: [d_out, d_in]` in any dtype/device.
 
-    sign=1 adds and remembers how to take the shift back exactly (returns that `Undo`); sign=-1
-    takes back the last add of this module bit-exactly when the weight is unchanged since and
-    `shift` is that add's shift (up to casting), else subtracts. Any other sign just adds.
+    sign=1 adds and remembers how to take the shift back exactly (returns that `Undo`; nothing
+    inside `no_undo()`); sign=-1 takes back the last add of this module bit-exactly when the weight
+    is unchanged since and `shift` is that add's shift (up to casting), else subtracts. Any other
+    sign just adds.
     """
     w = module.weight
     stored = _storage_shift(module, shift)
@@ -113,7 +127,7 @@ def add_to_weight(module: nn.Module, shift: Tensor, sign: float = 1.0) -> Undo |
             if stack:  # the weight is again exactly what the previous add left
                 stack[-1].version = w._version
             return None
-    if sign != 1.0:
+    if sign != 1.0 or not _KEEP[-1]:
         w.add_(stored, alpha=sign)
         stack.clear()
         return None

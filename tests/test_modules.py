@@ -117,3 +117,18 @@ def test_shift_of_the_wrong_shape_is_one_line_error():
     module = get_module(model, NAMES["llama"][0])
     with pytest.raises(EditbenchError, match=r"shift of shape \(3, 3\)"):
         add_to_weight(module, torch.zeros(3, 3))
+
+
+def test_no_undo_keeps_nothing_and_reverts_by_subtraction():
+    from editbench.modules import no_undo
+
+    model = tiny_causal("llama").to(torch.bfloat16)
+    name = NAMES["llama"][0]
+    module = get_module(model, name)
+    delta = random_deltas(model, [name], torch.bfloat16)[name]
+    with no_undo():
+        assert add_to_weight(module, delta) is None
+    assert not getattr(module, "_editbench_undo", [])
+    edited = weight_of(module).clone()
+    add_to_weight(module, delta, sign=-1)
+    assert same_bits(weight_of(module), edited - delta)
