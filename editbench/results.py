@@ -10,8 +10,13 @@ Record schema (at least these keys; metrics are fractions in [0, 1], null when n
      "pre": {"es", "gs", "ls", "retention", "es_exact", "gs_exact", "ls_exact"}, "post": {...},
      "train_seconds", "edit_seconds", "peak_memory_bytes",
      "phases": {"load"|"prepare"|"evaluate_pre"|"edit"|"evaluate_post": {"seconds", "peak_memory_bytes", ...}},
-     "method_stats": {...}, "device", "versions": {...}, "commit", "data_sha256": {...},
-     "edits_file"}
+     "method_stats": {...}, "prepare_info": {...}, "device", "dtype", "versions": {...}, "commit",
+     "model_fingerprint", "data_sha256": {...}, "edits_file"}
+
+`commit` is the code's git hash, ending in "-dirty" for an uncommitted tree (null when unknown):
+such runs never reach the leaderboards. `prepare_info` is what `Method.prepare` returned; the
+leaderboards read its optional `checkpoint` (the trained artifact used), `reused` (bool) and
+`one_off_seconds` (what building that artifact cost, also when it was reused).
 """
 from __future__ import annotations
 
