@@ -177,6 +177,11 @@ class Task(ABC):
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
         """Logits `[b, t, V]` aligned with `batch.labels` (answer positions carry labels != -100)."""
 
+    def answer_logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Logits at the answer positions only, `[k, V]` in row-major order of `batch.labels != -100`
+        (override to skip the vocabulary head elsewhere)."""
+        return self.logits(model, batch)[batch.labels != -100]
+
     @abstractmethod
     def key_mask(self, batch: Batch, module: str, answer_only: bool = True) -> Tensor:
         """Bool `[b, t_module]`: which positions of `module`'s input are cached as keys.

@@ -62,6 +62,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
     import torch
 
     from editbench.measure import Phase
+    from editbench.modules import no_undo
     from editbench.metrics import aggregate, request_metrics
     from editbench.provenance import device_name, git_commit, model_fingerprint, versions
     from editbench.results import write_run
@@ -96,7 +97,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
     with Phase(device) as phases["evaluate_pre"]:
         pre = task.evaluate(model, requests)
     _log(f"editing with {spec.method} (m = {len(requests)})")
-    with Phase(device) as phases["edit"]:
+    with Phase(device) as phases["edit"], no_undo():  # a run never takes its edit back: keep nothing to undo it
         result = method.edit(task, model, requests)
     _log("scoring after the edit")
     with Phase(device) as phases["evaluate_post"]:

@@ -5,7 +5,7 @@ import torch
 from editbench.errors import EditbenchError
 from editbench.methods.hypernet.checkpoint import load_editor, save_editor
 from editbench.methods.hypernet.network import Editor
-from editbench.methods.hypernet.shifts import compute_shifts, residual_of
+from editbench.methods.hypernet.shifts import compute_shifts
 from editbench.methods.hypernet.solve import (mean_residual, normal_equation, normal_equation_autograd, ridge_grad,
                                               ridge_system, value_diff_grads, weight_grad_solve)
 

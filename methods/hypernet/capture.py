@@ -3,6 +3,7 @@
 A forward hook keeps each module's input (the key, `[b, t, d]`) and output (the value, `[b, t, d']`);
 `torch.autograd.grad` of the summed answer NLL w.r.t. the values gives the value gradients.
 Only the positions selected by `task.key_mask` are kept, as rows `[n, d]` / `[n, d']`.
+With a `PrefixCache` the blocks below the first edited one are skipped (their output is cached).
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from tqdm.auto import tqdm
 
 from editbench.api import Batch, Task
 from editbench.modules import get_module
+from editbench.prefix import PrefixCache
 
 
 def answer_logprobs(task: Task, model: nn.Module, batch: Batch) -> Tensor:
     """Log-probabilities at the answer positions `[k, V]`, at least float32 (float64 stays float64)."""
-    logits = task.logits(model, batch)[batch.labels != -100]
+    logits = task.answer_logits(model, batch)
     return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
 
 
@@ -66,17 +68,20 @@ def _at_least_float32(rows: Tensor) -> Tensor:
 
 
 def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
-            answer_only: bool, batch_size: int) -> dict[str, tuple[Tensor, Tensor]]:
+            answer_only: bool, batch_size: int, prefix: PrefixCache | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d'])."""
     device = next(model.parameters()).device
+    prefix = prefix if prefix is not None else PrefixCache(task, model, names, batch_size)
     keys: dict[str, list[Tensor]] = {n: [] for n in names}
     grads: dict[str, list[Tensor]] = {n: [] for n in names}
     weights = [get_module(model, n).weight for n in names]
     starts = range(0, len(pairs), batch_size)
     with grad_only_on(model, weights), recording(model, names) as seen:
         for start in tqdm(starts, desc="cache keys", leave=False, disable=None if len(starts) > 4 else True):
-            batch = task.batch(pairs[start:start + batch_size]).to(device)
-            loss = answer_nll(task, model, batch)
+            chunk = pairs[start:start + batch_size]
+            batch = task.batch(chunk).to(device)
+            with prefix.feed(chunk, batch):
+                loss = answer_nll(task, model, batch)
             outputs = [seen[n][1] for n in names]
             value_grads = torch.autograd.grad(loss, outputs)
             for name, value_grad in zip(names, value_grads):

@@ -4,6 +4,9 @@ L_meta = L_gen + lambda_loc * L_loc, L_gen the mean NLL per answer token of the 
 L_loc the mean KL(p_pre || p_post) per answer position of the unrelated tuples. Both are sums
 divided by the total token counts, so any LM batch split gives the same value and gradient.
 After a call, the editor parameters' `.grad` hold d L_meta / d theta (accumulated).
+
+Every LM pass runs from the first edited block on hidden states cached per tuple (`PrefixCache`):
+pass one cache for a whole training run to compute the unchanging lower blocks once per tuple.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.shifts import chunks, compute_shifts, residual_of, stack_groups
 from editbench.methods.hypernet.solve import normal_equation_autograd, ridge_grad, value_diff_grads, weight_grad_solve
 from editbench.modules import get_module, is_transposed, weight_of
+from editbench.prefix import PrefixCache
 
 
 @dataclass
@@ -45,12 +49,15 @@ class EditorSetup:
     loc_coef: float = 1.0
 
 
-def _batches(task: Task, pairs: Sequence[tuple[str, str]], size: int, device) -> list[Batch]:
-    return [task.batch(pairs[s:s + size]).to(device) for s in range(0, len(pairs), size)]
+Chunk = tuple[Sequence[tuple[str, str]], Batch]  # the tuples of an LM batch, and the batch
 
 
-def _answer_count(batches: Sequence[Batch]) -> int:
-    return max(1, sum(int((b.labels != -100).sum()) for b in batches))
+def _batches(task: Task, pairs: Sequence[tuple[str, str]], size: int, device) -> list[Chunk]:
+    return [(pairs[s:s + size], task.batch(pairs[s:s + size]).to(device)) for s in range(0, len(pairs), size)]
+
+
+def _answer_count(batches: Sequence[Chunk]) -> int:
+    return max(1, sum(int((b.labels != -100).sum()) for _, b in batches))
 
 
 @torch.no_grad()
@@ -67,16 +74,20 @@ def _batch_loss(task: Task, model: nn.Module, batch: Batch, pre: Tensor | None) 
     return (pre.exp() * (pre - post)).sum()
 
 
-def _meta_terms(task: Task, model: nn.Module, plan, reference):
+def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCache):
     """Yields the loss term of each LM batch, scaled so that their sum is L_meta.
 
     `reference(batch)` gives the pre-edit log-probabilities of an unrelated batch.
     """
     eq_batches, unrel_batches, coef_gen, coef_loc = plan
-    for b in eq_batches:
-        yield coef_gen * _batch_loss(task, model, b, None)
-    for b in unrel_batches:
-        yield coef_loc * _batch_loss(task, model, b, reference(b))
+    for pairs, b in eq_batches:
+        with prefix.feed(pairs, b):
+            term = coef_gen * _batch_loss(task, model, b, None)
+        yield term
+    for pairs, b in unrel_batches:
+        with prefix.feed(pairs, b):
+            term = coef_loc * _batch_loss(task, model, b, reference(b))
+        yield term
 
 
 def _plan(task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup):
@@ -90,19 +101,24 @@ def _plan(task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup):
 
 
 def meta_gradient(editor: Editor, task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup,
-                  mode: str = "economic") -> dict[str, float]:
-    """Accumulate d L_meta / d theta into the editor's `.grad`; returns loss and residual stats."""
-    cache = capture(task, model, setup.names, step.edits, setup.answer_only, setup.lm_batch_size)
+                  mode: str = "economic", prefix: PrefixCache | None = None) -> dict[str, float]:
+    """Accumulate d L_meta / d theta into the editor's `.grad`; returns loss and residual stats.
+
+    `prefix`: hidden states of the tuples below the first edited block, kept across calls (built
+    for this call when None)."""
+    if mode not in ("economic", "concatenated"):
+        raise ValueError(f"unknown training mode {mode!r}")
+    if prefix is None:
+        prefix = PrefixCache(task, model, setup.names, setup.lm_batch_size)
+    cache = capture(task, model, setup.names, step.edits, setup.answer_only, setup.lm_batch_size, prefix)
     for name, (keys, value_grads) in cache.items():
         editor.observe(name, keys, value_grads)  # running statistics: once per step, before any pass
     if mode == "economic":
-        return _economic(editor, task, model, cache, step, setup)
-    if mode == "concatenated":
-        return _concatenated(editor, task, model, cache, step, setup)
-    raise ValueError(f"unknown training mode {mode!r}")
+        return _economic(editor, task, model, cache, step, setup, prefix)
+    return _concatenated(editor, task, model, cache, step, setup, prefix)
 
 
-def _economic(editor, task, model, cache, step, setup) -> dict[str, float]:
+def _economic(editor, task, model, cache, step, setup, prefix) -> dict[str, float]:
     shifts = compute_shifts(editor, cache, setup.aggregation, setup.chunk_size, setup.solve_dtype, setup.no_reg)
     plan = _plan(task, model, step, setup)
     # (iv)-(v): L_meta through the edited LM, gradient accumulated on the edited weights only.
@@ -128,7 +144,7 @@ def _economic(editor, task, model, cache, step, setup) -> dict[str, float]:
             for m in modules:
                 m.weight.grad = None
             load(edited)
-            for term in _meta_terms(task, model, plan, reference):
+            for term in _meta_terms(task, model, plan, reference, prefix):
                 term.backward()
                 meta_loss += float(term.detach())
             weight_grads = {n: _weight_grad(m) for n, m in zip(setup.names, modules)}  # [d', d]
@@ -181,9 +197,12 @@ def _add_ridge_grad(editor: Editor, name: str, d_ridge: Tensor) -> None:
     editor.log_ridge.grad = grad if editor.log_ridge.grad is None else editor.log_ridge.grad + grad
 
 
-def _concatenated(editor, task, model, cache, step, setup) -> dict[str, float]:
+def _concatenated(editor, task, model, cache, step, setup, prefix) -> dict[str, float]:
     plan = _plan(task, model, step, setup)
-    pre = {id(b): p for b, p in zip(plan[1], reference_logprobs(task, model, plan[1]))}
+    pre = {}
+    for pairs, b in plan[1]:
+        with prefix.feed(pairs, b):
+            pre[id(b)] = reference_logprobs(task, model, [b])[0]
     shifts: dict[str, Tensor] = {}
     for name, (keys, value_grads) in cache.items():
         if setup.aggregation == "normal":
@@ -199,7 +218,7 @@ def _concatenated(editor, task, model, cache, step, setup) -> dict[str, float]:
         handles.append(get_module(model, name).register_forward_hook(add_shift))
     try:
         with grad_only_on(model, []):
-            total = sum(_meta_terms(task, model, plan, lambda b: pre[id(b)]))
+            total = sum(_meta_terms(task, model, plan, lambda b: pre[id(b)], prefix))
             total.backward()
     finally:
         for h in handles:

@@ -17,7 +17,7 @@ from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup, MetaBatch, meta_gradient
 from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.shifts import compute_shifts, residual_of
-from editbench.modules import add_to_weight, get_module, snapshot, weight_of
+from editbench.modules import add_to_weight, get_module, restore, snapshot, weight_of
 
 
 def meta_batch(requests: Sequence[EditRequest], seed: int) -> MetaBatch:
@@ -55,9 +55,7 @@ def validate(editor: Editor, task: Task, model: nn.Module, requests: Sequence[Ed
         post = aggregate(task.evaluate(model, requests))
         result = {k: post[k] for k in ("es", "gs", "ls")}
     finally:
-        with torch.no_grad():
-            for name, w in before.items():
-                weight_of(get_module(model, name)).copy_(w)
+        restore(model, before)
     return {**result, "mean_residual": stats["mean_residual"]}
 
 

@@ -61,6 +61,22 @@ class CausalLMTask(Task):
     def evaluate(self, model: nn.Module, requests: Sequence[EditRequest]) -> list[RequestOutcome]:
         return evaluate_requests(self, model, requests, self.config.batch_size)
 
+    def answer_logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """`[k, V]`: the vocabulary head applied only at the k positions that output an answer token."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None:
+            return super().answer_logits(model, batch)
+        outputs = torch.nn.functional.pad(batch.labels != -100, (0, 1), value=False)  # [b, T]: logits[:, :-1]
+
+        def answer_rows(module, args):
+            return (args[0][outputs],) + args[1:]  # [b, T, d] -> [k, d]
+
+        handle = head.register_forward_pre_hook(answer_rows)
+        try:
+            return model(**batch.inputs).logits  # [k, V]
+        finally:
+            handle.remove()
+
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
     """Right padding with a pad token (GPT-2 and GPT-J ship none: reuse EOS)."""
