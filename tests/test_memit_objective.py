@@ -73,9 +73,9 @@ def reference_loss(task, model, req, block, delta, config):
         answer = labels != -100
         nlls.append(-log_probs[answer].gather(1, labels[answer][:, None]).mean())
     nll = torch.stack(nlls).mean()
-    essence = req.subject  # "{} is a": the subject, continued by "is a"
-    init, _, index, _, _ = run_one(task, model, essence, "is a", req.subject, block)
-    new, *_ = run_one(task, model, essence, "is a", req.subject, block, delta)
+    essence = f"{req.subject} is a"  # the distribution of the token after the subject
+    init, _, index, _, _ = run_one(task, model, essence, "x", req.subject, block)
+    new, *_ = run_one(task, model, essence, "x", req.subject, block, delta)
     kl = nn.functional.kl_div(init[index][None], new[index][None], log_target=True, reduction="batchmean")
     z0 = run_one(task, model, req.prompt, req.target, req.subject, block)[3]
     decay = config.weight_decay * delta.norm() / z0.norm() ** 2
@@ -95,8 +95,8 @@ def test_z_loss_and_clamp_equal_the_reference_computation():
     # lr 0.5 moves each of the 32 coordinates by ~0.5 at the first Adam step: far past 0.75 ||z0||.
     assert float(delta.norm()) == pytest.approx(0.75 * float(ref_z0.norm()), rel=1e-5)
     # The test must tell the KL directions apart: KL(p0 || p_delta) gives another loss.
-    init, _, index, _, _ = run_one(task, model, req.subject, "is a", req.subject, block)
-    new, *_ = run_one(task, model, req.subject, "is a", req.subject, block, delta)
+    init, _, index, _, _ = run_one(task, model, f"{req.subject} is a", "x", req.subject, block)
+    new, *_ = run_one(task, model, f"{req.subject} is a", "x", req.subject, block, delta)
     other_kl = (init[index].exp() * (init[index] - new[index])).sum()
     assert abs(float(other_kl - kl)) * config.kl_factor > 1e-3, (float(kl), float(other_kl))
     assert stats["z_loss_after"] == pytest.approx(float(loss + decay), rel=1e-4)

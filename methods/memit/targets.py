@@ -99,10 +99,16 @@ def optimise_targets(task: Task, model: nn.Module, requests: Sequence[EditReques
 
 
 def request_rows(request: EditRequest, config: MemitConfig) -> tuple[list[tuple[str, str, str]], tuple[str, str, str]]:
-    """(prompt, answer, subject) of a request's contexts, and of its essence prompt (answer: the KL continuation)."""
-    head, tail = split_kl_prompt(config.kl_prompt)
+    """(prompt, answer, subject) of a request's contexts, and of its essence prompt.
+
+    The essence prompt is the whole `kl_prompt` ("{subject} is a") as one prompt string, so that
+    whatever format the task applies (a chat template puts a prompt in a user turn), the token after
+    the subject is the prompt's own continuation ("is"), as in the reference. Its answer (the
+    request's target) comes after the subject and is never scored: it cannot change the KL term.
+    """
+    split_kl_prompt(config.kl_prompt)
     rewrite = [(prompt, request.target, request.subject) for prompt in contexts(request, config.prefixes)]
-    return rewrite, (head + request.subject, tail, request.subject)
+    return rewrite, (config.kl_prompt.replace("{}", request.subject), request.target, request.subject)
 
 
 def z_batches(task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str,
