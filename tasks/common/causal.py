@@ -1,4 +1,8 @@
-"""Causal language models (GPT-2, GPT-J, Llama/SmolLM2): teacher forcing of `prompt + " " + answer`."""
+"""Causal language models (GPT-2, GPT-J, Llama/SmolLM2): teacher forcing of a formatted (prompt, answer).
+
+The format (`editbench.tasks.common.formats`) is the task config's `prompt_format` when it has one,
+else `raw` (`prompt + " " + answer`, MALMEN's format, kept by the GPT-2 / GPT-J paper tasks).
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,25 +11,34 @@ import torch
 from torch import Tensor, nn
 
 from editbench.api import Batch, EditRequest, RequestOutcome, Task
+from editbench.tasks.common import formats
 from editbench.tasks.common.scoring import evaluate_requests
 
 
 class CausalLMTask(Task):
     """Task mix-in for decoder-only LMs.
 
-    The answer follows the prompt after one space. Logits are shifted so that position t holds the
-    prediction of token t+1: `labels: [b, T-1]` are the answer ids at the positions that output
-    them, which are exactly the key positions cached by MALMEN ("tokens that output the answer").
+    The answer follows the formatted prompt (`prompt_format`). Logits are shifted so that position
+    t holds the prediction of token t+1: `labels: [b, T-1]` are the answer ids at the positions that
+    output them, which are exactly the key positions cached by MALMEN ("tokens that output the answer").
     """
 
     max_length: int = 128
 
+    @property
+    def prompt_format(self) -> str:
+        return formats.check_format(getattr(self.config, "prompt_format", "raw"))
+
+    def _context_ids(self, context: str) -> list[int]:
+        special = formats.special_tokens_in_context(self.prompt_format)
+        return self.tokenizer(context, add_special_tokens=special)["input_ids"]
+
     def batch(self, pairs: Sequence[tuple[str, str]]) -> Batch:
-        tok = self.tokenizer
+        tok, style = self.tokenizer, self.prompt_format
         rows, answer_starts = [], []
         for prompt, answer in pairs:
-            prompt_ids = tok(prompt)["input_ids"]
-            answer_ids = tok(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+            prompt_ids = self._context_ids(formats.context_text(tok, style, prompt))
+            answer_ids = tok(formats.answer_text(tok, style, answer), add_special_tokens=False)["input_ids"]
             ids = (prompt_ids + answer_ids)[-self.max_length:]
             rows.append(ids)
             answer_starts.append(len(ids) - len(answer_ids))
@@ -51,12 +64,20 @@ class CausalLMTask(Task):
         return torch.nn.functional.pad(out_answer, (0, 1), value=False)  # [b, T]
 
     def subject_token_index(self, prompt: str, subject: str) -> int:
+        """Index of the token holding the subject's last character in the formatted context."""
         from editbench.errors import EditbenchError
 
         at = prompt.rfind(subject)
         if at < 0:
             raise EditbenchError(f"subject {subject!r} does not occur in prompt {prompt!r}")
-        return len(self.tokenizer(prompt[: at + len(subject)])["input_ids"]) - 1
+        style = self.prompt_format
+        context = formats.context_text(self.tokenizer, style, prompt)
+        end = formats.prompt_offset(context, style, prompt) + at + len(subject)  # in characters
+        if getattr(self.tokenizer, "is_fast", False):
+            special = formats.special_tokens_in_context(style)
+            spans = self.tokenizer(context, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"]
+            return max(i for i, (first, last) in enumerate(spans) if first < end and last > first)
+        return len(self._context_ids(context[:end])) - 1
 
     def evaluate(self, model: nn.Module, requests: Sequence[EditRequest]) -> list[RequestOutcome]:
         return evaluate_requests(self, model, requests, self.config.batch_size)

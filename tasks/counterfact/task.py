@@ -15,7 +15,7 @@ from editbench.data import resolve
 from editbench.tasks.common.gptj import GPTJTask
 from editbench.tasks.common.records import read_records
 from editbench.tasks.common.sampling import split_records
-from editbench.tasks.common.smollm2 import SmolLM2Task
+from editbench.tasks.common.smollm2 import SmolLM2Task, prompt_format_field
 from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.counterfact.data import COUNTERFACT_EDIT, COUNTERFACT_TRAIN, parse_request
 
@@ -58,10 +58,20 @@ class CounterfactTask(SplitRequests):
         return self._splits
 
 
+@dataclass
+class CounterfactSmolLM2Config(CounterfactConfig):
+    prompt_format: str = prompt_format_field()
+
+
 class CounterfactSmolLM2(CounterfactTask, SmolLM2Task):
-    """CounterFact on the embedded SmolLM2-135M-Instruct (30 blocks)."""
+    """CounterFact on the embedded SmolLM2-135M-Instruct (30 blocks).
+
+    Facts are shown in the model's chat template (`prompt_format=chat`, the default): the
+    prompt is the user turn and the new target the assistant turn, without the closing `<|im_end|>`.
+    """
 
     name = "counterfact-smollm2"
+    Config = CounterfactSmolLM2Config
     description = "CounterFact counterfactual edits on SmolLM2-135M-Instruct (embedded, CPU; 9,500/500/10,000)"
 
 

@@ -5,6 +5,8 @@ rephrase and LS on an NQ question; the data side is `ZsreTask` (`splits.py`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -13,16 +15,26 @@ from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_sou
 from editbench.tasks.common.gptj import GPTJTask
 from editbench.tasks.common.layers import modules_for, t5_modules_for
 from editbench.tasks.common.seq2seq import Seq2SeqTask
-from editbench.tasks.common.smollm2 import SmolLM2Task
+from editbench.tasks.common.smollm2 import SmolLM2Task, prompt_format_field
 from editbench.tasks.zsre.splits import ZsreConfig, ZsreTask
 
-__all__ = ["ZsreConfig", "ZsreGPT2", "ZsreGPTJ", "ZsreSmolLM2", "ZsreT5XL", "ZsreTask"]
+__all__ = ["ZsreConfig", "ZsreGPT2", "ZsreGPTJ", "ZsreSmolLM2", "ZsreSmolLM2Config", "ZsreT5XL", "ZsreTask"]
+
+
+@dataclass
+class ZsreSmolLM2Config(ZsreConfig):
+    prompt_format: str = prompt_format_field()
 
 
 class ZsreSmolLM2(ZsreTask, SmolLM2Task):
-    """SmolLM2-135M-Instruct (Llama architecture, 30 blocks), the embedded default task."""
+    """SmolLM2-135M-Instruct (Llama architecture, 30 blocks), the embedded default task.
+
+    Facts are shown in the model's chat template (`prompt_format=chat`, the default): the question
+    is the user turn and the answer the assistant turn, without the closing `<|im_end|>`.
+    """
 
     name = "zsre-smollm2"
+    Config = ZsreSmolLM2Config
     description = "zsRE QA + NQ locality on SmolLM2-135M-Instruct (embedded, CPU; 500/100/200 split)"
 
 
