@@ -42,20 +42,41 @@ def device_name(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'unknown'})"
 
 
-def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
-    """sha256 over the config, parameter names/shapes/dtypes and a strided sample of each tensor.
+# Config entries that say where or how a model was loaded, not what it computes.
+_NOT_ARCHITECTURE = ("name_or_path", "transformers_version", "torch_dtype", "dtype")
 
-    Cheap even for GPT-J (reads ~`sample` values per tensor), and changes when weights change.
+
+def architecture_config(model: nn.Module) -> dict:
+    """The model's config without paths, private (`_name_or_path`, `_commit_hash`, ...) and
+    load-time entries: two copies of the same weights in two folders give the same dict."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return {}
+    return {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
+
+
+def _bit_sum(flat: torch.Tensor) -> int:
+    """Integer sum of the bit patterns of `flat: [n]`: exact and order-free, so every device agrees."""
+    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
+    return int(flat.contiguous().view(as_int).sum(dtype=torch.int64))
+
+
+def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
+    """sha256 over the model class, its architecture config, and per tensor its name, shape, dtype,
+    a strided sample of `sample` values and the sum of all its values' bit patterns.
+
+    Depends on the weights only, never on the folder they were loaded from; a changed weight
+    moves the bit sum even where the sample misses it. Reads each tensor once.
     """
     digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        digest.update(config.to_json_string(use_diff=False).encode())
+    digest.update(type(model).__name__.encode())
+    digest.update(json.dumps(architecture_config(model), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // sample)
         digest.update(flat[::step][:sample].float().cpu().numpy().tobytes())
+        digest.update(str(_bit_sum(flat)).encode())
     return digest.hexdigest()
 
 
