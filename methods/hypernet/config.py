@@ -14,32 +14,35 @@ A.6 meta lr alone a short budget would end before eta is useful. Set it to 0 to 
 from dataclasses import dataclass, field
 
 from editbench.api import MethodConfig
+from editbench.config import count, finite, non_negative, one_of, positive
 
 
 @dataclass
 class HypernetConfig(MethodConfig):
     # -- the hyper-network (A.1, A.6) ----------------------------------------------------------
-    rank: int = field(default=1920, metadata={"help": "rank of each low-rank block, capped by the width d+d' (A.6)"})
-    blocks: int = field(default=2, metadata={"help": "residual low-rank blocks in the hyper-network (A.6)"})
-    init_lr: float = field(default=1e-6, metadata={"help": "initial per-layer edit step size eta (A.6)"})
-    init_log_ridge: float = field(default=0.0, metadata={"help": "initial theta of the ridge lambda = exp(theta)"})
+    rank: int = field(default=1920, metadata={"help": "rank of each low-rank block, capped by the width d+d' (A.6)", "check": count})
+    blocks: int = field(default=2, metadata={"help": "residual low-rank blocks in the hyper-network (A.6)", "check": non_negative})
+    init_lr: float = field(default=1e-6, metadata={"help": "initial per-layer edit step size eta (A.6)", "check": positive})
+    init_log_ridge: float = field(default=0.0, metadata={"help": "initial theta of the ridge lambda = exp(theta)", "check": finite})
     # -- meta-training (Sec. 4.2, A.6) ---------------------------------------------------------
-    meta_lr: float = field(default=1e-5, metadata={"help": "Adam learning rate of the hyper-network (A.6)"})
+    meta_lr: float = field(default=1e-5, metadata={"help": "Adam learning rate of the hyper-network (A.6)", "check": positive})
     lr_meta_lr: float = field(default=1e-4, metadata={
-        "help": "Adam learning rate of the per-layer step sizes eta (MEND's lr_lr); 0 = use meta_lr"})
-    loc_coef: float = field(default=1.0, metadata={"help": "locality coefficient lambda_loc of L_meta (A.6)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "meta-gradient norm clip (A.6)"})
+        "help": "Adam learning rate of the per-layer step sizes eta (MEND's lr_lr); 0 = use meta_lr", "check": non_negative})
+    loc_coef: float = field(default=1.0, metadata={"help": "locality coefficient lambda_loc of L_meta (A.6)", "check": non_negative})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "meta-gradient norm clip (A.6)", "check": positive})
     training_mode: str = field(default="economic", metadata={
-        "help": "'economic' (Alg. 2: split back-propagation) or 'concatenated' (editor graph attached to the LM)"})
+        "help": "'economic' (Alg. 2: split back-propagation) or 'concatenated' (editor graph attached to the LM)",
+        "check": one_of("economic", "concatenated")})
     # -- budget (embedded-task defaults, see module docstring) ---------------------------------
-    train_steps: int = field(default=60, metadata={"help": "maximum meta-training steps"})
-    train_edits: int = field(default=16, metadata={"help": "simultaneous edits m per meta-training step"})
-    lm_batch_size: int = field(default=64, metadata={"help": "tuples per LM forward/backward pass"})
-    chunk_size: int = field(default=4096, metadata={"help": "cached (key, value grad) rows per hyper-network pass"})
-    valid_every: int = field(default=10, metadata={"help": "meta-training steps between validations"})
-    valid_edits: int = field(default=32, metadata={"help": "edits of the 'valid' split per validation"})
-    patience: int = field(default=3, metadata={"help": "validations without improvement before early stopping"})
-    seed: int = field(default=0, metadata={"help": "seed of the hyper-network init and of the training samples"})
+    train_steps: int = field(default=60, metadata={"help": "maximum meta-training steps", "check": count})
+    train_edits: int = field(default=16, metadata={"help": "simultaneous edits m per meta-training step", "check": count})
+    lm_batch_size: int = field(default=64, metadata={"help": "tuples per LM forward/backward pass", "check": count})
+    chunk_size: int = field(default=4096, metadata={"help": "cached (key, value grad) rows per hyper-network pass", "check": count})
+    valid_every: int = field(default=10, metadata={"help": "meta-training steps between validations", "check": count})
+    valid_edits: int = field(default=32, metadata={"help": "edits of the 'valid' split per validation", "check": count})
+    patience: int = field(default=3, metadata={"help": "validations without improvement before early stopping", "check": count})
+    seed: int = field(default=0, metadata={"help": "seed of the hyper-network init and of the training samples", "check": finite})
     # -- numerics ------------------------------------------------------------------------------
-    solve_dtype: str = field(default="float32", metadata={"help": "dtype of the d x d normal-equation solve: float32 or float64"})
+    solve_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the d x d normal-equation solve: float32 or float64", "check": one_of("float32", "float64")})
     checkpoint: bool = field(default=True, metadata={"help": "save the trained editor under cache_dir and reuse it"})

@@ -11,6 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from editbench.guard import check_finite
 from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.solve import RidgeSystem, mean_residual, normal_equation, ridge_system
 
@@ -88,6 +89,8 @@ def compute_shifts(editor: Editor, cache: dict[str, tuple[Tensor, Tensor]], aggr
             else:
                 system = None
                 shift = -editor.lr[editor.index(name)] * pseudo_grads[rows_of].T @ pseudo_keys[rows_of]  # [d', d]
+            check_finite(shift, "shift", f"hyper-network {aggregation} aggregation", layer=name,
+                         hint="the editor, the cached keys or the solve hold NaN/Inf (try solve_dtype=float64)")
             out[name] = LayerShift(shift, system, mean_residual(keys, diffs, shift))
     return {n: out[n] for n in cache}
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -11,8 +13,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from editbench.api import EditRequest, Task
+from editbench.files import remove_artifact
+from editbench.guard import check_finite
 from editbench.metrics import aggregate
 from editbench.methods.hypernet.capture import capture
+from editbench.methods.hypernet.checkpoint import load_training_state, save_training_state
 from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup, MetaBatch, meta_gradient
 from editbench.methods.hypernet.network import Editor
@@ -66,26 +71,40 @@ def make_optimizer(editor: Editor, config: HypernetConfig) -> torch.optim.Optimi
 
 
 def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetup,
-                 config: HypernetConfig) -> dict[str, Any]:
-    """Meta-train `editor` in place; keeps the best validated state. Returns the training history."""
+                 config: HypernetConfig, resume: Path | None = None) -> dict[str, Any]:
+    """Meta-train `editor` in place; keeps the best validated state. Returns the training history.
+
+    resume: where the state is saved at every validation; a state found there (from a killed run of
+    the same config) is continued from its step, and the file is removed when training ends.
+    """
     optimizer = make_optimizer(editor, config)
     train_size = task.split_size("train")
     m = min(config.train_edits, train_size)
     valid_requests = task.requests("valid", min(config.valid_edits, task.split_size("valid")), config.seed)
     started = time.perf_counter()
     initial = copy.deepcopy(editor.state_dict())
-    # Step 0: the untrained editor's validation scores, the baseline that training must beat.
-    start = validate(editor, task, model, valid_requests, setup)
-    history: list[dict[str, float]] = [{"step": 0, **{f"valid_{k}": v for k, v in start.items()},
-                                        "valid_score": _valid_score(start)}]
-    best = {"score": history[0]["valid_score"], "step": 0, "state": initial}
-    stale = 0
-    bar = tqdm(range(1, config.train_steps + 1), desc=f"meta-train ({config.training_mode})", disable=None)
+    restored = load_training_state(resume, editor, optimizer) if resume is not None else None
+    if restored is not None:
+        best_state, progress = restored
+        history, stale, first = progress["history"], progress["stale"], progress["step"] + 1
+        best = {"score": progress["best_score"], "step": progress["best_step"], "state": best_state}
+        started -= progress["seconds"]
+        print(f"editbench: resuming meta-training at step {first} from {resume}", file=sys.stderr, flush=True)
+    else:
+        # Step 0: the untrained editor's validation scores, the baseline that training must beat.
+        start = validate(editor, task, model, valid_requests, setup)
+        history = [{"step": 0, **{f"valid_{k}": v for k, v in start.items()}, "valid_score": _valid_score(start)}]
+        best = {"score": history[0]["valid_score"], "step": 0, "state": initial}
+        stale, first = 0, 1
+    hint = "lower meta_lr / lr_meta_lr or init_lr, or use float32"
+    bar = tqdm(range(first, config.train_steps + 1), desc=f"meta-train ({config.training_mode})", disable=None)
     for step in bar:
         requests = task.requests("train", m, config.seed * 100_003 + step)
         optimizer.zero_grad(set_to_none=True)
         stats = meta_gradient(editor, task, model, meta_batch(requests, step), setup, config.training_mode)
+        check_finite(stats["meta_loss"], "meta loss", "meta-training", step=step, hint=hint)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(editor.parameters(), config.max_grad_norm))
+        check_finite(grad_norm, "meta-gradient", "meta-training", step=step, hint=hint)
         optimizer.step()
         bar.set_postfix(loss=f"{stats['meta_loss']:.3f}")
         record = {"step": step, **stats, "grad_norm": grad_norm}
@@ -99,8 +118,14 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
             else:
                 stale += 1
         history.append(record)
+        if resume is not None and "valid_score" in record:  # the last validated state, to resume from
+            save_training_state(resume, editor, optimizer, best["state"], {
+                "step": step, "stale": stale, "best_score": best["score"], "best_step": best["step"],
+                "history": history, "seconds": time.perf_counter() - started})
         if stale >= config.patience:
             break
+    if resume is not None:
+        remove_artifact(resume)
     editor.load_state_dict(best["state"])
     unmoved = [name for name, value in editor.state_dict().items()
                if name in dict(editor.named_parameters()) and torch.equal(value, initial[name])]
