@@ -3,6 +3,10 @@
 CPU: the process's peak resident set (Linux `VmHWM`, reset by writing 5 to /proc/self/clear_refs).
 GPU: `torch.cuda.max_memory_allocated` (reset per phase) and the device's used memory through
 NVML (`pynvml`, from the nvidia-ml-py package), sampled every 20 ms by a background thread.
+
+The peak counters include what was resident before the phase (the loaded model, earlier phases'
+caches); `peak_above_start_bytes` is what the phase itself added on top: the peak minus the
+resident memory (CPU) or the torch-allocated memory (GPU) at the phase's start.
 """
 from __future__ import annotations
 
@@ -29,6 +33,17 @@ def _reset_hwm() -> bool:
         return True
     except OSError:
         return False
+
+
+def current_rss_bytes() -> int | None:
+    """Resident memory of this process now (Linux `VmRSS`; None where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def peak_rss_bytes() -> int:
@@ -72,6 +87,8 @@ class PhaseStats:
     peak_rss_bytes: int = 0
     peak_gpu_nvml_bytes: int | None = None
     peak_gpu_torch_bytes: int | None = None
+    start_memory_bytes: int | None = None  # GPU: torch allocated at the start; CPU: RSS at the start
+    peak_above_start_bytes: int | None = None  # peak_memory_bytes - start_memory_bytes (>= 0)
     extra: dict = field(default_factory=dict)
 
 
@@ -95,7 +112,11 @@ class Phase:
                 self._sampler = _NvmlSampler(index).__enter__()
             except Exception:  # NVML missing (e.g. no driver access): torch's counter still works
                 self._sampler = None
-        _reset_hwm()
+        reset = _reset_hwm()
+        if self._cuda:
+            self.stats.start_memory_bytes = int(torch.cuda.memory_allocated())
+        elif reset:  # without a reset VmHWM is the whole process's peak: nothing to subtract from
+            self.stats.start_memory_bytes = current_rss_bytes()
         self._start = time.perf_counter()
         return self.stats
 
@@ -110,6 +131,9 @@ class Phase:
         if self._cuda:
             self.stats.peak_gpu_torch_bytes = int(torch.cuda.max_memory_allocated())
             self.stats.peak_memory_bytes = self.stats.peak_gpu_torch_bytes
+        if self.stats.start_memory_bytes is not None:
+            # VmHWM is reset to the RSS of the moment, so the peak is never below the start.
+            self.stats.peak_above_start_bytes = max(0, self.stats.peak_memory_bytes - self.stats.start_memory_bytes)
         if self._sampler is not None:
             self._sampler.__exit__()
             self.stats.peak_gpu_nvml_bytes = self._sampler.peak
