@@ -3,6 +3,8 @@
 Every metric is a fraction in [0, 1]; `DEFINITIONS` gives each a one-line definition and whether
 higher is better. Token-wise metrics average, over tuples, the fraction of answer tokens whose
 argmax is right (as the official MALMEN code); `*_exact` count a tuple only when all are right.
+`retention` pools positions instead: of all unrelated-prompt answer positions, the fraction whose
+argmax the edit left unchanged (a long answer weighs more than a short one).
 """
 from __future__ import annotations
 
@@ -34,8 +36,15 @@ def exact(outcome: TupleOutcome) -> float:
 
 
 def agreement(post: TupleOutcome, pre: TupleOutcome) -> float:
+    """Fraction of one tuple's answer positions whose argmax is unchanged (1.0 without positions)."""
     pairs = list(zip(post.predicted, pre.predicted))
     return sum(a == b for a, b in pairs) / len(pairs) if pairs else 1.0
+
+
+def retention(post: Sequence[TupleOutcome], pre: Sequence[TupleOutcome]) -> float | None:
+    """Unchanged argmax positions over all answer positions of the tuples (None without any)."""
+    pairs = [(a, b) for after, before in zip(post, pre) for a, b in zip(after.predicted, before.predicted)]
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -64,7 +73,7 @@ def aggregate(post: Sequence[RequestOutcome], pre: Sequence[RequestOutcome] | No
         "es": _mean(map(token_accuracy, edit)),
         "gs": _mean(map(token_accuracy, equivalents)),
         "ls": _mean(map(token_accuracy, unrelated)),
-        "retention": _mean(agreement(a, b) for a, b in zip(unrelated, pre_unrelated)),
+        "retention": retention(unrelated, pre_unrelated),
         "es_exact": _mean(map(exact, edit)),
         "gs_exact": _mean(map(exact, equivalents)),
         "ls_exact": _mean(map(exact, unrelated)),
