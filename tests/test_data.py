@@ -1,5 +1,4 @@
 """Data resolution order and the verified download, against a real HTTP server on loopback."""
-import functools
 import hashlib
 import http.server
 import json
@@ -7,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import SHARED_DATA
+from datadir import data_dir
 from editbench.data import DataFile, first_json_records, resolve
 from editbench.errors import EditbenchError
 
@@ -17,8 +16,8 @@ ZSRE_SHA = "b4ee6022a6af72816a44dfa0f7f9e800921d71ef4254f51d6d9d6c60c86a2406"
 
 @pytest.fixture
 def server():
-    """Serve a folder over HTTP on 127.0.0.1; yields (folder setter, base URL)."""
-    state = {"root": SHARED_DATA}
+    """Serve a folder over HTTP on 127.0.0.1 (first `$EDITBENCH_DATA`); yields (folder setter, base URL)."""
+    state = {"root": data_dir()}
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def translate_path(self, path):
@@ -43,13 +42,14 @@ def empty_env(tmp_path, monkeypatch):
 
 
 def test_resolution_order(empty_env, monkeypatch):
+    shared = data_dir()
     spec = DataFile(ZSRE, ZSRE_SHA, "http://127.0.0.1:9/none")
     explicit = empty_env / "explicit"
     (explicit / "zsre").mkdir(parents=True)
-    (explicit / ZSRE).write_bytes((SHARED_DATA / ZSRE).read_bytes())  # a verified copy
-    monkeypatch.setenv("EDITBENCH_DATA", str(SHARED_DATA))
+    (explicit / ZSRE).write_bytes((shared / ZSRE).read_bytes())  # a verified copy
+    monkeypatch.setenv("EDITBENCH_DATA", str(shared))
     assert resolve(spec, explicit) == explicit / ZSRE
-    assert resolve(spec) == SHARED_DATA / ZSRE
+    assert resolve(spec) == shared / ZSRE
 
 
 def test_download_from_mirror_is_verified_and_cached(empty_env, server, monkeypatch):
@@ -65,7 +65,7 @@ def test_download_from_mirror_is_verified_and_cached(empty_env, server, monkeypa
 def test_public_source_transform_reproduces_the_file(empty_env, server, tmp_path):
     """The public 1k zsRE sample, cut to 800 records, gives exactly our file's sha256."""
     state, url = server
-    records = json.loads((SHARED_DATA / ZSRE).read_text())
+    records = json.loads((state["root"] / ZSRE).read_text())
     source = tmp_path / "source"
     source.mkdir()
     (source / "zsre_mend_train-1k.json").write_text(json.dumps(records + records[:200], indent=4))

@@ -1,6 +1,5 @@
-"""Data loaders on the real files (EDITBENCH_DATA or ../shared/data) and on bad records."""
+"""Data loaders on the real files (`$EDITBENCH_DATA`; skipped without it) and on bad records."""
 import json
-import os
 import time
 from pathlib import Path
 
@@ -17,10 +16,11 @@ from editbench.tasks.fever.data import FEVER_DEV, load_claims, parse_claim
 from editbench.tasks.zsre import ZsreGPT2, ZsreSmolLM2
 from editbench.tasks.zsre.data import ZSRE_800, parse_fact
 
-from conftest import SHARED_DATA
+from datadir import data_root, skip_reason
 
-DATA = Path(os.environ.get("EDITBENCH_DATA") or SHARED_DATA)
-needs_data = pytest.mark.skipif(not (DATA / ZSRE_800.path).is_file(), reason="real data folder not available")
+DATA = data_root() or Path("/nonexistent")
+needs_data = pytest.mark.skipif(not (DATA / ZSRE_800.path).is_file(),
+                                reason=skip_reason() if data_root() is None else f"no {ZSRE_800.path} in {DATA}")
 
 
 @pytest.fixture
@@ -205,12 +205,13 @@ def test_zsre_paper_scale_paths(tmp_path, data_env):
         ZsreGPT2(ZsreGPT2.Config(train_path=str(train))).split_size("eval")
 
 
-def test_zsre_unrelated_from_zsre_for_mends_single_edit_setting(monkeypatch):
+@needs_data
+def test_zsre_unrelated_from_zsre_for_mends_single_edit_setting(data_env):
     """`unrelated=zsre` (MALMEN Table 3): each request's unrelated tuple is another zsRE fact."""
     from editbench.errors import EditbenchError
     from editbench.tasks.zsre import ZsreSmolLM2
-    from editbench.tasks.zsre.splits import ZsreConfig
 
+    ZsreConfig = ZsreSmolLM2.Config
     task = ZsreSmolLM2(ZsreConfig(unrelated="zsre", target="alt"))
     requests = task.requests("eval", 50, seed=0)
     questions = {r.prompt for r in task._load()["train"] + task._load()["valid"] + task._load()["eval"]}

@@ -6,6 +6,7 @@ import pytest
 from editbench.api import TaskConfig
 from editbench.errors import EditbenchError
 from editbench.tasks.common.causal import CausalLMTask
+from datadir import data_dir
 from tiny import char_tokenizer
 from tiny_models_extra import CharTaskMixin
 
@@ -87,15 +88,6 @@ def test_smollm2_tasks_default_to_the_chat_format_and_paper_tasks_to_raw():
         assert registry.load("task", name).Config().prompt_format == "chat"
     for name in ("zsre-gpt2", "zsre-gptj", "counterfact-gptj"):
         assert not hasattr(registry.load("task", name).Config(), "prompt_format")
-
-
-def data_dir():
-    import os
-
-    folder = os.environ.get("EDITBENCH_DATA", "")
-    if not folder:
-        pytest.skip("EDITBENCH_DATA is not set (the folder holding zsre/, counterfact/, nq/)")
-    return folder
 
 
 @pytest.mark.slow

@@ -1,19 +1,15 @@
 """Real models on real data (slow: `pytest -m slow`): the embedded twins edit with FT at m = 32."""
-import os
-from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
+from datadir import data_dir
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def real_env(monkeypatch):
-    data = Path(os.environ.get("EDITBENCH_DATA") or SHARED_DATA)
-    if not data.is_dir():
-        pytest.skip("real data folder not available")
+    data = data_dir()
     monkeypatch.setenv("EDITBENCH_DATA", str(data))
     # Models (wheels, de-quantised SmolLM2, prepared classifiers) live in the real user cache.
     monkeypatch.delenv("EDITBENCH_CACHE", raising=False)
