@@ -1,4 +1,5 @@
 """Classifier machinery on a tiny random BERT: labels, logits, key masks, preparation cache."""
+import hashlib
 import json
 
 import pytest
@@ -69,9 +70,10 @@ def test_prepare_caches_atomically_and_is_keyed_by_config(tmp_path, monkeypatch)
 
     monkeypatch.setattr(fever_task, "LOCAL_SPLITS", {"prep": 30, "train": 20, "valid": 10, "eval": 10, "unrelated": 10})
     path = fever_file(tmp_path)
-    monkeypatch.setattr(fever_task, "FEVER_DEV", fever_task.FEVER_DEV.__class__(path="fever/x.jsonl", sha256="", url=""))
     (tmp_path / "fever").mkdir()
-    path.rename(tmp_path / "fever" / "x.jsonl")
+    path = path.rename(tmp_path / "fever" / "x.jsonl")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # data files are verified on resolve
+    monkeypatch.setattr(fever_task, "FEVER_DEV", fever_task.FEVER_DEV.__class__(path="fever/x.jsonl", sha256=digest, url=""))
     task = TinyFever(data_dir=tmp_path)
     info = task.prepare()
     assert info["prep_claims"] == 30 and len(info["epoch_losses"]) == 2
