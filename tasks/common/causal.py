@@ -25,6 +25,10 @@ class CausalLMTask(Task):
 
     max_length: int = 128
 
+    def __init__(self, config: Any = None, data_dir: Any = None):
+        super().__init__(config, data_dir)
+        formats.check_format(self.prompt_format)  # a bad `--set prompt_format=` fails at once
+
     @property
     def prompt_format(self) -> str:
         return formats.check_format(getattr(self.config, "prompt_format", "raw"))
