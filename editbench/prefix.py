@@ -7,9 +7,9 @@ input ids: compute them once (`Prefix.hidden`) and later run only blocks k..L-1 
 return the original block's output structure; block k-1's stand-in emits the cached states, so the
 model's own forward still builds the attention masks and rotary/position embeddings.
 
-`PrefixCache` keeps those states per (prompt, answer) tuple of a task and re-pads them into any
-batch the task builds (right padding: the real tokens of a row come first, and with a causal mask
-their states do not depend on the padding). It applies to models that are not encoder-decoder and
+`PrefixCache` keeps those states per tokenised sequence and re-pads them into any batch (right
+padding: the real tokens of a row come first, and with a causal mask their states do not depend on
+the padding). It applies to models that are not encoder-decoder and
 whose edited modules all lie in one block list above block 0; elsewhere it runs the plain model.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, ContextManager, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from editbench.api import Batch, Task
+from editbench.api import Batch
 from editbench.errors import EditbenchError
 
 
@@ -133,11 +133,12 @@ class Prefix:
                 self.blocks[i] = block
 
 
-def _real_lengths(batch: Batch) -> list[int] | None:
+def _real_lengths(inputs: dict[str, Tensor]) -> list[int] | None:
     """Tokens per row when every row's real tokens come first (right padding); else None."""
-    mask = batch.inputs.get("attention_mask")
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
     if mask is None:
-        return [int(batch.inputs["input_ids"].shape[1])] * len(batch)
+        return [int(ids.shape[1])] * int(ids.shape[0])
     lengths = mask.sum(-1)
     positions = torch.arange(mask.shape[1], device=mask.device)
     if not torch.equal(mask.bool(), positions < lengths[:, None]):
@@ -146,69 +147,89 @@ def _real_lengths(batch: Batch) -> list[int] | None:
 
 
 class PrefixCache:
-    """Per-tuple hidden states entering the first edited block, for the tuples of a task.
+    """Hidden states entering the first edited block, kept per tokenised sequence.
 
-    `rows[(prompt, answer)]` holds (input ids `[n]`, hidden states `[n, d]`) of the tuple's n real
-    tokens. Tuples are added on first use (`fill`), in batches of `batch_size`, until `max_bytes`
-    of states are held; later tuples are computed per batch and not kept.
+    `rows[ids]` holds the states `[n, d]` of a sequence of n real tokens (`ids`, a tuple of token
+    ids). Sequences are added on first use, a batch at a time, until `max_bytes` of states are
+    held; later ones are computed per batch and not kept. `feed(batch)` runs one batch on the cache;
+    within `active()` every forward of the model on `input_ids` (e.g. a task's scoring) does.
     """
 
-    def __init__(self, task: Task, model: nn.Module, names: Sequence[str], batch_size: int = 64,
-                 max_bytes: int = 2 << 30):
-        self.task, self.model, self.batch_size, self.max_bytes = task, model, batch_size, max_bytes
+    def __init__(self, model: nn.Module, names: Sequence[str], max_bytes: int = 2 << 30):
+        self.model, self.max_bytes = model, max_bytes
         self.prefix = Prefix.of(model, names)
-        self.rows: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
+        self.rows: dict[tuple[int, ...], Tensor] = {}
         self.bytes = 0
+        self._busy = False  # set while the cache runs the model itself (no re-entry through `active`)
 
     @property
     def applies(self) -> bool:
         return self.prefix is not None
 
-    def fill(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Compute and keep the states of the tuples of `pairs` not cached yet (within `max_bytes`)."""
-        if self.prefix is None:
-            return
-        missing = list(dict.fromkeys(p for p in pairs if tuple(p) not in self.rows))
-        device = next(self.model.parameters()).device
-        for start in range(0, len(missing), self.batch_size):
-            if self.bytes >= self.max_bytes:
-                return
-            chunk = missing[start:start + self.batch_size]
-            batch = self.task.batch(chunk).to(device)
-            lengths = _real_lengths(batch)
-            if lengths is None:
-                return  # not right-padded: `feed` runs such batches through the plain model
-            hidden = self.prefix.hidden(batch.inputs)  # [b, t, d]
-            ids = batch.inputs["input_ids"]
-            for row, (pair, n) in enumerate(zip(chunk, lengths)):
-                states = hidden[row, :n].clone()
-                self.rows[tuple(pair)] = (ids[row, :n].clone(), states)
-                self.bytes += states.numel() * states.element_size()
-
-    def states(self, pairs: Sequence[tuple[str, str]], batch: Batch) -> Tensor | None:
-        """Hidden states `[b, t, d]` entering block k for `batch` (built from `pairs`, in order), zeros at
-        padding; None when the prefix does not apply or the batch is not right-padded."""
-        if self.prefix is None:
+    def states(self, inputs: dict[str, Tensor]) -> Tensor | None:
+        """Hidden states `[b, t, d]` entering block k for `model(**inputs)`, zeros at padding; None when
+        the prefix does not apply or the rows are not right-padded."""
+        if self.prefix is None or "input_ids" not in inputs:
             return None
-        lengths = _real_lengths(batch)
+        lengths = _real_lengths(inputs)
         if lengths is None:
             return None
-        if any(tuple(p) not in self.rows for p in pairs):
-            self.fill(pairs)
-        ids = batch.inputs["input_ids"]
-        cached = [self.rows.get(tuple(p)) for p in pairs]
-        if any(c is None for c in cached):
-            return self.prefix.hidden(batch.inputs)  # over the memory budget: compute for this batch
-        width, d = ids.shape[1], cached[0][1].shape[-1]
-        out = cached[0][1].new_zeros((len(pairs), width, d))
-        for row, ((tuple_ids, states), n) in enumerate(zip(cached, lengths)):
-            if len(tuple_ids) != n or not torch.equal(tuple_ids, ids[row, :n]):
-                raise EditbenchError(f"tuple {pairs[row]!r} tokenised differently than when cached; "
-                                     "expected the task's batches to be deterministic")
-            out[row, :n] = states
+        ids = inputs["input_ids"]
+        keys = [tuple(row[:n]) for row, n in zip(ids.tolist(), lengths)]
+        missing = [row for row, key in enumerate(keys) if key not in self.rows]
+        if missing:
+            self._busy = True
+            try:
+                if self.bytes >= self.max_bytes:
+                    return self.prefix.hidden(inputs)  # over budget: computed for this batch only
+                index = torch.tensor(missing, device=ids.device)
+                sub = {k: v.index_select(0, index) if isinstance(v, Tensor) and v.shape[:1] == ids.shape[:1] else v
+                       for k, v in inputs.items()}
+                hidden = self.prefix.hidden(sub)  # [len(missing), t, d]
+            finally:
+                self._busy = False
+            for i, row in enumerate(missing):
+                kept = hidden[i, :lengths[row]].clone()
+                self.rows[keys[row]] = kept
+                self.bytes += kept.numel() * kept.element_size()
+        first = self.rows[keys[0]]
+        out = first.new_zeros((len(keys), ids.shape[1], first.shape[-1]))
+        for row, (key, n) in enumerate(zip(keys, lengths)):
+            out[row, :n] = self.rows[key]
         return out
 
-    def feed(self, pairs: Sequence[tuple[str, str]], batch: Batch) -> ContextManager:
+    def feed(self, batch: Batch) -> ContextManager:
         """Within the block, `model(**batch.inputs)` skips the cached blocks (or runs plain where it cannot)."""
-        states = self.states(pairs, batch)
+        states = self.states(batch.inputs)
         return nullcontext() if states is None else self.prefix.feeding(states)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Within the block, every `model(input_ids=..., ...)` call runs on the cache (`feed`)."""
+        if self.prefix is None:
+            yield
+            return
+        opened: list[ContextManager] = []
+
+        def before(module, args, kwargs):
+            if self._busy or opened or args:
+                return  # the cache's own passes, a nested call, or positional inputs: plain
+            states = self.states(kwargs)
+            if states is not None:
+                feeding = self.prefix.feeding(states)
+                feeding.__enter__()
+                opened.append(feeding)
+
+        def after(module, args, kwargs, output):
+            if opened:
+                opened.pop().__exit__(None, None, None)
+
+        handles = [self.model.register_forward_pre_hook(before, with_kwargs=True),
+                   self.model.register_forward_hook(after, with_kwargs=True, always_call=True)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            while opened:
+                opened.pop().__exit__(None, None, None)

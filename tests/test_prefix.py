@@ -47,21 +47,21 @@ def test_cached_prefix_gives_the_full_model_logits(task, first):
         assert not torch.allclose(real_logits(task, batch), expected)
 
 
-def test_per_tuple_cache_repads_into_any_batch(task):
+def test_per_sequence_cache_repads_into_any_batch(task):
     names = task.edit_modules("malmen")[2:]  # blocks 2, 3
-    cache = PrefixCache(task, task.model, names, batch_size=3)
+    cache = PrefixCache(task.model, names)
     assert cache.applies and cache.prefix.first == 2
-    cache.fill(PAIRS[:3])
+    cache.states(task.batch(PAIRS[:3]).inputs)
     assert len(cache.rows) == 3
-    # A batch mixing cached tuples with a new one, in another order and another padding width.
+    # A batch mixing cached sequences with a new one, in another order and another padding width.
     pairs = [PAIRS[3], PAIRS[1], PAIRS[0]]
     batch = task.batch(pairs)
     expected = real_logits(task, batch)
-    with cache.feed(pairs, batch):
+    with cache.feed(batch):
         got = real_logits(task, batch)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     assert len(cache.rows) == 4
-    states = cache.states(pairs, batch)
+    states = cache.states(batch.inputs)
     assert states.shape[:2] == batch.inputs["input_ids"].shape
     n = int(batch.inputs["attention_mask"][1].sum())  # "Hi x": the shortest row
     assert n < states.shape[1] and float(states[1, n:].abs().max()) == 0.0  # padding stays zero
@@ -69,7 +69,7 @@ def test_per_tuple_cache_repads_into_any_batch(task):
 
 def test_gradients_through_the_cached_path_match(task):
     names = task.edit_modules("malmen")[1:]
-    cache = PrefixCache(task, task.model, names)
+    cache = PrefixCache(task.model, names)
     batch = task.batch(PAIRS)
     weight = task.model.get_submodule(names[0]).weight
 
@@ -79,18 +79,39 @@ def test_gradients_through_the_cached_path_match(task):
         return weight.grad.clone()
 
     expected = grad()
-    with cache.feed(PAIRS, batch):
+    with cache.feed(batch):
         got = grad()
     weight.grad = None
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_changed_tokenisation_is_a_clear_error(task):
-    cache = PrefixCache(task, task.model, task.edit_modules("malmen")[2:])
-    cache.fill(PAIRS[:1])
-    other = task.batch([("Another prompt", "y")])
-    with pytest.raises(EditbenchError, match="tokenised differently"):
-        cache.states(PAIRS[:1], other)
+def test_active_cache_serves_a_task_evaluation(task):
+    names = task.edit_modules("malmen")[2:]
+    requests = task.requests("valid", 3, seed=0)
+    expected = task.evaluate(task.model, requests)
+    cache = PrefixCache(task.model, names)
+    lower = []
+    handle = task.model.get_submodule(cache.prefix.path)[0].register_forward_hook(lambda *a: lower.append(1))
+    try:
+        with cache.active():
+            first = task.evaluate(task.model, requests)
+            runs = len(lower)  # filling the cache runs the lower blocks once per new batch
+            again = task.evaluate(task.model, requests)
+    finally:
+        handle.remove()
+    assert first == expected and again == expected
+    assert runs > 0 and len(lower) == runs  # the second evaluation ran on the cache only
+    assert len(cache.rows) == sum(1 + len(r.equivalents) + len(r.unrelated) for r in requests)
+    assert all(type(b).__name__ != "_StandIn" for b in task.model.get_submodule(cache.prefix.path))
+
+
+def test_over_the_memory_budget_nothing_is_kept(task):
+    cache = PrefixCache(task.model, task.edit_modules("malmen")[2:], max_bytes=0)
+    batch = task.batch(PAIRS)
+    expected = real_logits(task, batch)
+    with cache.feed(batch):
+        torch.testing.assert_close(real_logits(task, batch), expected, rtol=1e-10, atol=1e-10)
+    assert not cache.rows
 
 
 def test_where_the_prefix_does_not_apply():
@@ -105,11 +126,11 @@ def test_where_the_prefix_does_not_apply():
 
 def test_plain_path_where_the_prefix_does_not_apply():
     task = TinyCausalTask("gpt2", model=tiny_causal("gpt2", dtype=torch.float64))
-    cache = PrefixCache(task, task.model, modules_for("gpt2", LAYERS, "malmen"))  # includes block 0
+    cache = PrefixCache(task.model, modules_for("gpt2", LAYERS, "malmen"))  # includes block 0
     assert not cache.applies
     batch = task.batch(PAIRS)
     expected = real_logits(task, batch)
-    with cache.feed(PAIRS, batch):
+    with cache.feed(batch), cache.active():
         torch.testing.assert_close(real_logits(task, batch), expected, rtol=0, atol=0)
     assert not cache.rows
 

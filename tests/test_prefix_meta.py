@@ -14,7 +14,7 @@ from tiny import TinyCausalTask, tiny_causal
 
 def plain(task, names):
     """A cache that never applies: every pass runs the whole model."""
-    cache = PrefixCache(task, task.model, names)
+    cache = PrefixCache(task.model, names)
     cache.prefix = None
     return cache
 
@@ -39,7 +39,7 @@ def test_meta_gradient_with_cached_prefix_equals_the_plain_one(task, mode):
     names = edited(task)
     setup = EditorSetup(names=names, solve_dtype=torch.float64, lm_batch_size=3)
     editor = random_editor(task.model, names)
-    shared = PrefixCache(task, task.model, names, batch_size=4)
+    shared = PrefixCache(task.model, names)
     assert shared.applies and shared.prefix.first == 2
     for seed in (1, 2):  # the second step reuses tuples cached by the first
         step = meta_batch(task.requests("train", 6, seed=seed), seed)
@@ -56,7 +56,7 @@ def test_capture_with_cached_prefix_equals_the_plain_one(task):
     names = edited(task, "mend", (1, 2, 3))  # two FFN linears per block, from block 1
     pairs = [(r.prompt, r.target) for r in task.requests("train", 5, seed=3)]
     expected = capture(task, task.model, names, pairs, False, 2, plain(task, names))
-    got = capture(task, task.model, names, pairs, False, 2, PrefixCache(task, task.model, names))
+    got = capture(task, task.model, names, pairs, False, 2, PrefixCache(task.model, names))
     for name in names:
         for a, b in zip(got[name], expected[name]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

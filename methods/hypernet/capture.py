@@ -7,7 +7,7 @@ With a `PrefixCache` the blocks below the first edited one are skipped (their ou
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Sequence
 
 import torch
@@ -69,18 +69,18 @@ def _at_least_float32(rows: Tensor) -> Tensor:
 
 def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
             answer_only: bool, batch_size: int, prefix: PrefixCache | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-    """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d'])."""
+    """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d']).
+
+    `prefix`: run the LM passes on its cached lower blocks (None: the whole model)."""
     device = next(model.parameters()).device
-    prefix = prefix if prefix is not None else PrefixCache(task, model, names, batch_size)
     keys: dict[str, list[Tensor]] = {n: [] for n in names}
     grads: dict[str, list[Tensor]] = {n: [] for n in names}
     weights = [get_module(model, n).weight for n in names]
     starts = range(0, len(pairs), batch_size)
     with grad_only_on(model, weights), recording(model, names) as seen:
         for start in tqdm(starts, desc="cache keys", leave=False, disable=None if len(starts) > 4 else True):
-            chunk = pairs[start:start + batch_size]
-            batch = task.batch(chunk).to(device)
-            with prefix.feed(chunk, batch):
+            batch = task.batch(pairs[start:start + batch_size]).to(device)
+            with prefix.feed(batch) if prefix is not None else nullcontext():
                 loss = answer_nll(task, model, batch)
             outputs = [seen[n][1] for n in names]
             value_grads = torch.autograd.grad(loss, outputs)

@@ -49,15 +49,12 @@ class EditorSetup:
     loc_coef: float = 1.0
 
 
-Chunk = tuple[Sequence[tuple[str, str]], Batch]  # the tuples of an LM batch, and the batch
+def _batches(task: Task, pairs: Sequence[tuple[str, str]], size: int, device) -> list[Batch]:
+    return [task.batch(pairs[s:s + size]).to(device) for s in range(0, len(pairs), size)]
 
 
-def _batches(task: Task, pairs: Sequence[tuple[str, str]], size: int, device) -> list[Chunk]:
-    return [(pairs[s:s + size], task.batch(pairs[s:s + size]).to(device)) for s in range(0, len(pairs), size)]
-
-
-def _answer_count(batches: Sequence[Chunk]) -> int:
-    return max(1, sum(int((b.labels != -100).sum()) for _, b in batches))
+def _answer_count(batches: Sequence[Batch]) -> int:
+    return max(1, sum(int((b.labels != -100).sum()) for b in batches))
 
 
 @torch.no_grad()
@@ -80,12 +77,12 @@ def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCac
     `reference(batch)` gives the pre-edit log-probabilities of an unrelated batch.
     """
     eq_batches, unrel_batches, coef_gen, coef_loc = plan
-    for pairs, b in eq_batches:
-        with prefix.feed(pairs, b):
+    for b in eq_batches:
+        with prefix.feed(b):
             term = coef_gen * _batch_loss(task, model, b, None)
         yield term
-    for pairs, b in unrel_batches:
-        with prefix.feed(pairs, b):
+    for b in unrel_batches:
+        with prefix.feed(b):
             term = coef_loc * _batch_loss(task, model, b, reference(b))
         yield term
 
@@ -93,8 +90,9 @@ def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCac
 def _plan(task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup):
     """(equivalent batches, unrelated batches, 1 / #gen tokens, lambda_loc / #loc tokens)."""
     device = next(model.parameters()).device
-    eq = _batches(task, step.equivalents, setup.lm_batch_size, device)
-    unrel = _batches(task, step.unrelated, setup.lm_batch_size, device)
+    by_length = lambda pairs: sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))  # noqa: E731 (less padding)
+    eq = _batches(task, by_length(step.equivalents), setup.lm_batch_size, device)
+    unrel = _batches(task, by_length(step.unrelated), setup.lm_batch_size, device)
     coef_gen = 1.0 / _answer_count(eq) if eq else 0.0
     coef_loc = setup.loc_coef / _answer_count(unrel) if unrel else 0.0
     return eq, unrel, coef_gen, coef_loc
@@ -109,7 +107,7 @@ def meta_gradient(editor: Editor, task: Task, model: nn.Module, step: MetaBatch,
     if mode not in ("economic", "concatenated"):
         raise ValueError(f"unknown training mode {mode!r}")
     if prefix is None:
-        prefix = PrefixCache(task, model, setup.names, setup.lm_batch_size)
+        prefix = PrefixCache(model, setup.names)
     cache = capture(task, model, setup.names, step.edits, setup.answer_only, setup.lm_batch_size, prefix)
     for name, (keys, value_grads) in cache.items():
         editor.observe(name, keys, value_grads)  # running statistics: once per step, before any pass
@@ -200,8 +198,8 @@ def _add_ridge_grad(editor: Editor, name: str, d_ridge: Tensor) -> None:
 def _concatenated(editor, task, model, cache, step, setup, prefix) -> dict[str, float]:
     plan = _plan(task, model, step, setup)
     pre = {}
-    for pairs, b in plan[1]:
-        with prefix.feed(pairs, b):
+    for b in plan[1]:
+        with prefix.feed(b):
             pre[id(b)] = reference_logprobs(task, model, [b])[0]
     shifts: dict[str, Tensor] = {}
     for name, (keys, value_grads) in cache.items():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 import random
 import sys
 import time
@@ -23,6 +24,7 @@ from editbench.methods.hypernet.meta import EditorSetup, MetaBatch, meta_gradien
 from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.shifts import compute_shifts, residual_of
 from editbench.modules import add_to_weight, get_module, restore, snapshot, weight_of
+from editbench.prefix import PrefixCache
 
 
 def meta_batch(requests: Sequence[EditRequest], seed: int) -> MetaBatch:
@@ -52,12 +54,13 @@ def apply_editor(editor: Editor, task: Task, model: nn.Module, requests: Sequenc
 
 
 def validate(editor: Editor, task: Task, model: nn.Module, requests: Sequence[EditRequest],
-             setup: EditorSetup) -> dict[str, float]:
-    """Edit `requests`, score them, restore the weights."""
+             setup: EditorSetup, prefix: PrefixCache | None = None) -> dict[str, float]:
+    """Edit `requests`, score them, restore the weights (every LM pass on `prefix`'s cached lower blocks)."""
     before = snapshot(model, setup.names)
     try:
-        _, stats = apply_editor(editor, task, model, requests, setup)
-        post = aggregate(task.evaluate(model, requests))
+        with prefix.active() if prefix is not None else nullcontext():
+            _, stats = apply_editor(editor, task, model, requests, setup)
+            post = aggregate(task.evaluate(model, requests))
         result = {k: post[k] for k in ("es", "gs", "ls")}
     finally:
         restore(model, before)
@@ -82,6 +85,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
     m = min(config.train_edits, train_size)
     valid_requests = task.requests("valid", min(config.valid_edits, task.split_size("valid")), config.seed)
     started = time.perf_counter()
+    prefix = PrefixCache(model, setup.names)  # lower blocks of every tuple, computed once per run
     initial = copy.deepcopy(editor.state_dict())
     restored = load_training_state(resume, editor, optimizer) if resume is not None else None
     if restored is not None:
@@ -92,7 +96,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
         print(f"editbench: resuming meta-training at step {first} from {resume}", file=sys.stderr, flush=True)
     else:
         # Step 0: the untrained editor's validation scores, the baseline that training must beat.
-        start = validate(editor, task, model, valid_requests, setup)
+        start = validate(editor, task, model, valid_requests, setup, prefix)
         history = [{"step": 0, **{f"valid_{k}": v for k, v in start.items()}, "valid_score": _valid_score(start)}]
         best = {"score": history[0]["valid_score"], "step": 0, "state": initial}
         stale, first = 0, 1
@@ -101,7 +105,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
     for step in bar:
         requests = task.requests("train", m, config.seed * 100_003 + step)
         optimizer.zero_grad(set_to_none=True)
-        stats = meta_gradient(editor, task, model, meta_batch(requests, step), setup, config.training_mode)
+        stats = meta_gradient(editor, task, model, meta_batch(requests, step), setup, config.training_mode, prefix)
         check_finite(stats["meta_loss"], "meta loss", "meta-training", step=step, hint=hint)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(editor.parameters(), config.max_grad_norm))
         check_finite(grad_norm, "meta-gradient", "meta-training", step=step, hint=hint)
@@ -109,7 +113,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
         bar.set_postfix(loss=f"{stats['meta_loss']:.3f}")
         record = {"step": step, **stats, "grad_norm": grad_norm}
         if step % config.valid_every == 0 or step == config.train_steps:
-            valid = validate(editor, task, model, valid_requests, setup)
+            valid = validate(editor, task, model, valid_requests, setup, prefix)
             score = _valid_score(valid)
             record.update({f"valid_{k}": v for k, v in valid.items()}, valid_score=score)
             if score > best["score"]:
