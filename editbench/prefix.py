@@ -15,7 +15,7 @@ whose edited modules all lie in one block list above block 0; elsewhere it runs 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager, Iterator, Sequence
+from typing import Any, ContextManager, Hashable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -153,18 +153,28 @@ class PrefixCache:
     ids). Sequences are added on first use, a batch at a time, until `max_bytes` of states are
     held; later ones are computed per batch and not kept. `feed(batch)` runs one batch on the cache;
     within `active()` every forward of the model on `input_ids` (e.g. a task's scoring) does.
+    `derived` keeps what callers compute once from the unedited model (`keep`), in the same budget.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], max_bytes: int = 2 << 30):
         self.model, self.max_bytes = model, max_bytes
         self.prefix = Prefix.of(model, names)
         self.rows: dict[tuple[int, ...], Tensor] = {}
+        self.derived: dict[Hashable, Tensor] = {}  # callers' per-sequence results of the unedited model
         self.bytes = 0
         self._busy = False  # set while the cache runs the model itself (no re-entry through `active`)
 
     @property
     def applies(self) -> bool:
         return self.prefix is not None
+
+    def keep(self, key: Hashable, value: Tensor) -> bool:
+        """Keep a copy of `value`, a result of the unedited model, as `derived[key]` (within `max_bytes`)."""
+        if self.bytes >= self.max_bytes:
+            return False
+        self.derived[key] = value.detach().clone()
+        self.bytes += value.numel() * value.element_size()
+        return True
 
     def states(self, inputs: dict[str, Tensor]) -> Tensor | None:
         """Hidden states `[b, t, d]` entering block k for `model(**inputs)`, zeros at padding; None when

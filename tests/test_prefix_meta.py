@@ -41,7 +41,7 @@ def test_meta_gradient_with_cached_prefix_equals_the_plain_one(task, mode):
     editor = random_editor(task.model, names)
     shared = PrefixCache(task.model, names)
     assert shared.applies and shared.prefix.first == 2
-    for seed in (1, 2):  # the second step reuses tuples cached by the first
+    for seed in (1, 2, 1):  # later steps reuse tuples (and pre-edit log-probs) cached by earlier ones
         step = meta_batch(task.requests("train", 6, seed=seed), seed)
         expected, expected_stats = grads_of(editor, task, step, setup, mode, plain(task, names))
         got, stats = grads_of(editor, task, step, setup, mode, shared)
@@ -50,6 +50,7 @@ def test_meta_gradient_with_cached_prefix_equals_the_plain_one(task, mode):
             torch.testing.assert_close(got[name], expected[name], rtol=1e-8, atol=1e-13, msg=name)
         assert any(float(g.abs().max()) > 0 for g in expected.values())
     assert len(shared.rows) > 6
+    assert sum(key[0] == "pre-edit answer logprobs" for key in shared.derived) >= 6
 
 
 def test_capture_with_cached_prefix_equals_the_plain_one(task):

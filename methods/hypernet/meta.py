@@ -63,6 +63,18 @@ def reference_logprobs(task: Task, model: nn.Module, batches: Sequence[Batch]) -
     return [answer_logprobs(task, model, b) for b in batches]
 
 
+def _reference(prefix: PrefixCache, pairs: Sequence[tuple[str, str]], batch: Batch, compute) -> Tensor:
+    """Pre-edit log-probabilities `[k, V]` of an unrelated batch, kept per tuple in `prefix.derived`
+    (the unedited model never changes during meta-training); `compute(batch)` computes them."""
+    keys = [("pre-edit answer logprobs", tuple(p)) for p in pairs]
+    if all(k in prefix.derived for k in keys):
+        return torch.cat([prefix.derived[k] for k in keys])
+    pre = compute(batch)
+    for key, rows in zip(keys, pre.split((batch.labels != -100).sum(-1).tolist())):
+        prefix.keep(key, rows)
+    return pre
+
+
 def _batch_loss(task: Task, model: nn.Module, batch: Batch, pre: Tensor | None) -> Tensor:
     """Summed NLL (pre is None) or summed KL(pre || post) over the batch's answer positions."""
     if pre is None:
@@ -76,7 +88,7 @@ def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCac
 
     `reference(batch)` gives the pre-edit log-probabilities of an unrelated batch.
     """
-    eq_batches, unrel_batches, coef_gen, coef_loc = plan
+    eq_batches, unrel_batches, coef_gen, coef_loc, _ = plan
     for b in eq_batches:
         with prefix.feed(b):
             term = coef_gen * _batch_loss(task, model, b, None)
@@ -87,15 +99,21 @@ def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCac
         yield term
 
 
+def _by_length(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))  # batches of similar lengths: less padding
+
+
 def _plan(task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup):
-    """(equivalent batches, unrelated batches, 1 / #gen tokens, lambda_loc / #loc tokens)."""
+    """(equivalent batches, unrelated batches, 1 / #gen tokens, lambda_loc / #loc tokens, the tuples of
+    each unrelated batch by `id(batch)`)."""
     device = next(model.parameters()).device
-    by_length = lambda pairs: sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))  # noqa: E731 (less padding)
-    eq = _batches(task, by_length(step.equivalents), setup.lm_batch_size, device)
-    unrel = _batches(task, by_length(step.unrelated), setup.lm_batch_size, device)
+    eq = _batches(task, _by_length(step.equivalents), setup.lm_batch_size, device)
+    unrelated = _by_length(step.unrelated)
+    unrel = _batches(task, unrelated, setup.lm_batch_size, device)
+    tuples = {id(b): unrelated[i * setup.lm_batch_size:(i + 1) * setup.lm_batch_size] for i, b in enumerate(unrel)}
     coef_gen = 1.0 / _answer_count(eq) if eq else 0.0
     coef_loc = setup.loc_coef / _answer_count(unrel) if unrel else 0.0
-    return eq, unrel, coef_gen, coef_loc
+    return eq, unrel, coef_gen, coef_loc, tuples
 
 
 def meta_gradient(editor: Editor, task: Task, model: nn.Module, step: MetaBatch, setup: EditorSetup,
@@ -129,12 +147,15 @@ def _economic(editor, task, model, cache, step, setup, prefix) -> dict[str, floa
             for m, w in zip(modules, weights):
                 weight_of(m).copy_(w)
 
-    def reference(batch):  # pre-edit distribution, one batch at a time: memory flat in m
+    def compute_reference(batch):  # pre-edit distribution, one batch at a time
         load(originals)
         try:
             return reference_logprobs(task, model, [batch])[0]
         finally:
             load(edited)
+
+    def reference(batch):
+        return _reference(prefix, plan[4][id(batch)], batch, compute_reference)
 
     meta_loss = 0.0
     try:
@@ -200,7 +221,7 @@ def _concatenated(editor, task, model, cache, step, setup, prefix) -> dict[str, 
     pre = {}
     for b in plan[1]:
         with prefix.feed(b):
-            pre[id(b)] = reference_logprobs(task, model, [b])[0]
+            pre[id(b)] = _reference(prefix, plan[4][id(b)], b, lambda b: reference_logprobs(task, model, [b])[0])
     shifts: dict[str, Tensor] = {}
     for name, (keys, value_grads) in cache.items():
         if setup.aggregation == "normal":
