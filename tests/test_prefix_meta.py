@@ -71,3 +71,20 @@ def test_answer_logits_are_the_logits_at_the_answer_positions(task):
         got = task.answer_logits(task.model, batch)
     assert got.shape == (int((batch.labels != -100).sum()), expected.shape[-1])
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_validation_on_the_cache_scores_like_the_whole_model(task):
+    from editbench.methods.hypernet.training import validate
+
+    names = edited(task)
+    setup = EditorSetup(names=names, solve_dtype=torch.float64)
+    editor = random_editor(task.model, names)
+    requests = task.requests("valid", 4, seed=0)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    expected = validate(editor, task, task.model, requests, setup)
+    cache = PrefixCache(task.model, names)
+    for _ in range(2):  # filling, then served from the cache
+        got = validate(editor, task, task.model, requests, setup, cache)
+        assert got == pytest.approx(expected, rel=1e-9)
+    assert len(cache.rows) >= 4
+    assert all(torch.equal(v, before[k]) for k, v in task.model.state_dict().items())
