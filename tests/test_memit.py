@@ -155,13 +155,6 @@ def test_contexts_put_the_bare_prompt_first():
     assert contexts(request, ("A", "B b")) == ["Where does Anna live?", "A. Where does Anna live?", "B b. Where does Anna live?"]
 
 
-# The z optimisation dominates on 2 CPU cores: the slow test uses the bare prompt only (no prefixes)
-# and the issue's 20 passes. λ is scaled to SmolLM2's key width: GPT-J's 15000 is for keys of
-# dimension 16384 (λ/d ≈ 0.9); SmolLM2's down_proj keys have 1536, hence 1500. With λ = 15000 (and
-# 10 passes) we measured ES 0.15 -> 0.27: the ridge then realises only ~40% of the residual.
-SLOW_SETTINGS = dict(prefixes=(), steps=20, update_weight=1500.0)
-
-
 @pytest.mark.slow
 def test_memit_on_zsre_smollm2(tmp_path):
     """Statistics (default corpus and sample count) + m = 64 edits on the embedded task."""
@@ -172,7 +165,8 @@ def test_memit_on_zsre_smollm2(tmp_path):
 
     task = ZsreSmolLM2()
     model = task.load_model()
-    method = Memit(MemitConfig(**SLOW_SETTINGS))
+    _, preset = ZsreSmolLM2.preset_for(Memit)  # the SmolLM2 setting (tasks/common/presets.py)
+    method = Memit(MemitConfig(**preset))
     start = time.perf_counter()
     info = method.prepare(task, model, tmp_path)
     prepare_seconds = time.perf_counter() - start
@@ -187,8 +181,8 @@ def test_memit_on_zsre_smollm2(tmp_path):
     print(f"\nmemit zsre-smollm2 m=64: prepare {prepare_seconds:.0f} s ({info.get('stats', 'cached')}), "
           f"edit {edit_seconds:.0f} s, peak RSS {peak:.2f} GiB; ES {before['es']:.3f} -> {post['es']:.3f}, "
           f"GS {before['gs']:.3f} -> {post['gs']:.3f}, retention {post['retention']:.3f}; {result.stats}")
-    assert post["es"] > before["es"] + 0.5  # measured 0.15 -> 0.93
-    assert post["retention"] > 0.85  # measured 0.92
+    assert post["es"] > before["es"] + 0.4  # m = 16, 12 steps: 0.22 -> 0.85 (chat format)
+    assert post["retention"] > 0.85  # m = 16: 0.94
 
 
 @pytest.mark.benchmark(group="memit-edit")

@@ -23,7 +23,20 @@ _HYPERNET_SMOLLM2: dict[str, Any] = {
 SMOLLM2_PRESETS: dict[str, dict[str, Any]] = {
     "malmen": dict(_HYPERNET_SMOLLM2),
     "mend": dict(_HYPERNET_SMOLLM2),
-    "memit": {},
+    # MEMIT on SmolLM2 (chat format), measured with
+    #   EDITBENCH_DATA=../shared/data OMP_NUM_THREADS=1 editbench run --method memit --task zsre-smollm2 --edits 16
+    # Layers stay the task's (blocks 3-8). update_weight: GPT-J's 15000 is for 16,384-wide keys; a
+    # corpus-like key k has kᵀC⁻¹k ≈ d, so each layer realises ≈ (d/λ)/(1 + d/λ) of its residual and
+    # the same share needs λ = 15000 · 1536/16384 ≈ 1406 for SmolLM2's down_proj keys (m = 16, 12 steps,
+    # lr 2: ES 0.22 -> 0.85 with 1406 vs 0.41 with 15000). lr: SmolLM2's block-8 residual has norm
+    # ~130 (clamp 0.75 · ‖z0‖ ≈ 100) and Adam moves each of 576 coordinates by at most lr per step, so
+    # lr 0.5 is still far from the target after 12 steps (4 requests: NLL 3.4-7.8 -> 1.2-4.9); lr 2 reaches the clamp in 3
+    # steps (ES 0.85 vs 0.79 with lr 1). steps and prefixes: one z step costs ~0.7 CPU s per request
+    # with the bare prompt alone (2 rows of ~45 chat tokens) and ~2.8 s with the 5 prefixes, so the
+    # published 25 steps x 6 contexts (~1100 s at m = 16) cannot fit m = 64 in ~8 minutes of one CPU
+    # thread: bare prompt only, 9 steps. No request reaches stop_loss 0.05 in so few steps
+    # (z_unconverged = m, warned) although the target NLL falls from ~5.7 to ~0.9.
+    "memit": {"update_weight": 1406.25, "lr": 2.0, "steps": 9, "prefixes": ()},
 }
 
 GPT2_PRESETS: dict[str, dict[str, Any]] = {}
