@@ -181,7 +181,7 @@ def test_memit_on_zsre_smollm2(tmp_path):
     print(f"\nmemit zsre-smollm2 m=64: prepare {prepare_seconds:.0f} s ({info.get('stats', 'cached')}), "
           f"edit {edit_seconds:.0f} s, peak RSS {peak:.2f} GiB; ES {before['es']:.3f} -> {post['es']:.3f}, "
           f"GS {before['gs']:.3f} -> {post['gs']:.3f}, retention {post['retention']:.3f}; {result.stats}")
-    assert post["es"] > before["es"] + 0.4  # m = 16, 12 steps: 0.22 -> 0.85 (chat format)
+    assert post["es"] > before["es"] + 0.4  # m = 16 with the preset: 0.22 -> 0.75 (chat format)
     assert post["retention"] > 0.85  # m = 16: 0.94
 
 
