@@ -68,7 +68,7 @@ def check_dtype(dtype: str, device: str) -> None:
     if dtype not in DTYPES:
         raise EditbenchError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if dtype == "float16" and device == "cpu":
-        # Measured: on CPU the float16 model's activations overflow (ES 0, NaN shifts): refuse it.
+        # Issue 10: SmolLM2 in float16 on CPU scored ES 0 with NaN deltas (overflow): refused, not guessed at.
         raise EditbenchError("--dtype float16 is not supported on CPU (activations overflow to NaN/Inf); "
                              "use float32 or bfloat16 on CPU, float16 on --device cuda")
 
