@@ -10,8 +10,6 @@ every pass through the whole model.
 from __future__ import annotations
 
 import argparse
-import time
-
 import torch
 
 from editbench.measure import Phase
@@ -26,6 +24,7 @@ def main() -> None:
     parser.add_argument("--mode", default="economic", choices=["economic", "concatenated"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-prefix", action="store_true", help="run every LM pass through the whole model")
+    parser.add_argument("--plain-only", action="store_true", help="only the plain forward+backward")
     args = parser.parse_args()
 
     from editbench.methods.hypernet.meta import meta_gradient
@@ -36,6 +35,8 @@ def main() -> None:
     model = task.load_model()
     method = create("method", args.method)
     editor, setup = method.build_editor(task, model), method.setup(task)
+    if args.plain_only:
+        return plain_pass(task, model, args.m, setup.lm_batch_size)
     step = meta_batch(task.requests("train", args.m, 0), 0)
     prefix = PrefixCache(model, setup.names)
     if args.no_prefix:
@@ -49,14 +50,23 @@ def main() -> None:
         print(f"{args.method} {args.mode} m={args.m} step {i}: {stats.seconds:.2f} s, "
               f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {torch.get_num_threads()} threads, "
               f"{len(prefix.rows)} tuples cached ({prefix.bytes / 2**20:.0f} MiB)")
-    batch = task.batch([(r.prompt, r.target) for r in task.requests("train", args.m, 0)])
+    plain_pass(task, model, args.m, setup.lm_batch_size)
+
+
+def plain_pass(task, model, m: int, batch_size: int) -> None:
+    """Forward+backward of the whole model (every weight's gradient) over the m edit prompts, in LM
+    batches of `batch_size` (one batch of 256 full-vocabulary logits exceeds 20 GiB)."""
+    pairs = [(r.prompt, r.target) for r in task.requests("train", m, 0)]
     model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    tokens = 0
     with Phase("cpu") as stats:
-        task.nll(model, batch).backward()
+        for start in range(0, len(pairs), batch_size):
+            batch = task.batch(pairs[start:start + batch_size])
+            tokens += batch.inputs["input_ids"].numel()
+            task.nll(model, batch, reduction="sum").backward()
     model.zero_grad(set_to_none=True)
-    print(f"plain forward+backward over the {args.m} edit prompts: {time.perf_counter() - start:.2f} s, "
-          f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {batch.inputs['input_ids'].numel()} padded tokens")
+    print(f"plain forward+backward over the {m} edit prompts: {stats.seconds:.2f} s, "
+          f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {tokens} padded tokens")
 
 
 if __name__ == "__main__":
