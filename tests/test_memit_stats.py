@@ -91,6 +91,9 @@ def test_statistics_are_cached_and_reused(tmp_path, monkeypatch):
     second = method.prepare(task, model, tmp_path / "unused")
     assert second["stats_computed"] == [] and second["stats_cache"] == first["stats_cache"]
     assert set(method._covariances) == set(names)
+    # The one-off cost of a reuse is the pass that built the statistics (its provenance), never 0.
+    assert not first["reused"] and second["reused"]
+    assert second["one_off_seconds"] == first["one_off_seconds"] == first["stats"]["seconds"] is not None
     # Another sample count is another statistic.
     monkeypatch.setattr("editbench.methods.memit.method.compute_covariances", stats_module.compute_covariances)
     third = Memit(MemitConfig(**{**config.__dict__, "stats_samples": 3})).prepare(task, model, tmp_path / "unused")

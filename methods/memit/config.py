@@ -1,6 +1,6 @@
 """MEMIT hyper-parameters: the published GPT-J setting (Meng et al. 2023; reference `EleutherAI_gpt-j-6B.json`).
 
-The edited layers are not configured here: they come from `task.edit_modules("memit")` (GPT-J
+The edited layers come from `task.edit_modules("memit")` unless `layers` is set (GPT-J
 blocks 3-8 as published; the loss layer is the last of them, as in the paper's Sec. 4.3).
 """
 from __future__ import annotations

@@ -43,6 +43,7 @@ class Memit(Method):
     name = "memit"
     description = "MEMIT (Meng et al. 2023): z optimisation + least-squares update spread over several FFN layers"
     Config = MemitConfig
+    role = "memit"
 
     def __init__(self, config: Any = None):
         super().__init__(config)
@@ -67,7 +68,7 @@ class Memit(Method):
         """
         _refuse_encoder_decoder(task, model)
         cfg = self.config
-        names = task.edit_modules("memit")
+        names = self.modules(task, model)
         root = Path(cfg.stats_dir).expanduser() if cfg.stats_dir else user_cache() / "statistics"
         cache = CovarianceCache(root, model_fingerprint(model), cfg.stats_corpus, cfg.stats_samples,
                                 cfg.stats_max_length, cfg.stats_dtype)
@@ -81,6 +82,8 @@ class Memit(Method):
                 cache.store(name, covariances[name], {**measured, "source": source})
             info["stats"] = {**measured, "source": source}
         self._covariances = {name: cache.load(name) for name in names}
+        # The statistics are the one-off cost; a reuse reports what they cost from their provenance.
+        info.update(reused=not missing, one_off_seconds=cache.build_seconds(names))
         return info
 
     # -- editing -------------------------------------------------------------------------------
@@ -88,7 +91,7 @@ class Memit(Method):
         cfg = self.config
         _refuse_encoder_decoder(task, model)
         require_subjects(requests)
-        names = task.edit_modules("memit")
+        names = self.modules(task, model)
         if any(n not in self._covariances for n in names):
             self.prepare(task, model, user_cache())
         block = block_of(names[-1])

@@ -113,6 +113,20 @@ class CovarianceCache:
     def load(self, module: str) -> Tensor:
         return load_file(self.path(module))["covariance"]
 
+    def provenance(self, module: str) -> dict[str, Any]:
+        """The JSON record stored beside `module`'s covariance (corpus, tokens, seconds, created)."""
+        return json.loads(self.path(module).with_suffix(".json").read_text())
+
+    def build_seconds(self, modules: Sequence[str]) -> float | None:
+        """Seconds the passes that computed `modules` took (one pass fills several modules)."""
+        passes = {}
+        for module in modules:
+            record = self.provenance(module)
+            if record.get("seconds") is None:
+                return None
+            passes[(record.get("created"), record["seconds"])] = float(record["seconds"])
+        return sum(passes.values())
+
     def store(self, module: str, covariance: Tensor, provenance: dict[str, Any]) -> None:
         write_atomic(self.path(module), save({"covariance": covariance.contiguous()}))
         record = {**self.identity, **provenance, "module": module}
