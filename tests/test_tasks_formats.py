@@ -84,7 +84,8 @@ def test_unknown_format_and_missing_chat_template_are_one_line_errors():
 def test_smollm2_tasks_default_to_the_chat_format_and_paper_tasks_to_raw():
     from editbench import registry
 
-    with pytest.raises(EditbenchError, match="prompt_format 'chatml' is not one of raw, qa, chat, chat-end"):
+    with pytest.raises(EditbenchError, match="bad --set prompt_format='chatml' for task zsre-smollm2: "
+                                             "expected one of 'raw', 'qa', 'chat', 'chat-end'"):
         registry.create("task", "zsre-smollm2", {"prompt_format": "chatml"})
 
     for name in ("zsre-smollm2", "counterfact-smollm2"):

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from editbench.api import EditRequest, EditResult, Method, Task
-from editbench.errors import EditbenchError
-from editbench.methods.hypernet.checkpoint import load_editor, save_editor
+from editbench.errors import CorruptArtifact, EditbenchError
+from editbench.files import warn
+from editbench.methods.hypernet.checkpoint import load_editor, resume_path, save_editor
 from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup
 from editbench.methods.hypernet.network import Editor
@@ -75,18 +76,28 @@ class HypernetMethod(Method):
 
     # -- the Method contract -------------------------------------------------------------------
     def prepare(self, task: Task, model: nn.Module, cache_dir: Path) -> dict[str, Any]:
-        """Load the trained editor from `cache_dir` or meta-train it there (Alg. 2)."""
+        """Load the trained editor from `cache_dir` or meta-train it there (Alg. 2).
+
+        A corrupt checkpoint (removed by `load_editor`) is retrained in the same run; a killed
+        training of the same checkpoint resumes from its last validation (`resume_path`).
+        """
         self.editor = self.build_editor(task, model)
         path = self.checkpoint_path(task, model, cache_dir)
         if self.config.checkpoint and path.is_file():
-            info = load_editor(self.editor, path)
-            summary = {k: v for k, v in info.items() if k not in ("history", "config")}
-            # The one-off cost is the training that built the checkpoint, from its provenance.
-            return {"checkpoint": str(path), "reused": True, "one_off_seconds": info.get("train_seconds"), **summary}
+            try:
+                info = load_editor(self.editor, path)
+            except CorruptArtifact as exc:
+                warn(f"{exc.path} is corrupt ({exc.reason}): retraining")
+                self.editor = self.build_editor(task, model)  # a failed load may have left it half-filled
+            else:
+                summary = {k: v for k, v in info.items() if k not in ("history", "config")}
+                # The one-off cost is the training that built the checkpoint, from its provenance.
+                return {"checkpoint": str(path), "reused": True, "one_off_seconds": info.get("train_seconds"), **summary}
         was_training = model.training
         model.eval()
         try:
-            info = train_editor(self.editor, task, model, self.setup(task, model), self.config)
+            info = train_editor(self.editor, task, model, self.setup(task, model), self.config,
+                                resume=resume_path(path) if self.config.checkpoint else None)
         finally:
             model.train(was_training)
         info = {"method": self.name, "task": task.name, "config": dataclasses.asdict(self.config), **info}

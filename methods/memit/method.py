@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from editbench.api import EditRequest, EditResult, Method, Task
+from editbench.config import validate
 from editbench.data import user_cache
 from editbench.errors import EditbenchError
+from editbench.guard import check_finite
 from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.corpus import load_texts
 from editbench.methods.memit.locate import (block_of, context_weights, contexts, read_at_subjects, require_subjects, tokenise,
@@ -47,15 +49,8 @@ class Memit(Method):
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        cfg = self.config
-        dtype_named(cfg.stats_dtype, "stats_dtype")
-        dtype_named(cfg.solve_dtype, "solve_dtype")
-        split_kl_prompt(cfg.kl_prompt)
-        for name in ("steps", "z_batch_size", "batch_size", "stats_samples", "stats_max_length", "stats_batch_tokens"):
-            if getattr(cfg, name) < 1:
-                raise EditbenchError(f"memit {name} must be at least 1, got {getattr(cfg, name)}")
-        if cfg.z_memory_mb < 0:
-            raise EditbenchError(f"memit z_memory_mb must be 0 (no budget) or positive, got {cfg.z_memory_mb}")
+        validate(self.config, f"method {self.name}")  # the fields' range checks, also for a config built in code
+        split_kl_prompt(self.config.kl_prompt)
         self._covariances: dict[str, torch.Tensor] = {}
 
     # -- statistics ----------------------------------------------------------------------------
@@ -72,16 +67,22 @@ class Memit(Method):
         root = Path(cfg.stats_dir).expanduser() if cfg.stats_dir else user_cache() / "statistics"
         cache = CovarianceCache(root, model_fingerprint(model), cfg.stats_corpus, cfg.stats_samples,
                                 cfg.stats_max_length, cfg.stats_dtype)
-        missing = cache.missing(names)
+        unreadable = cache.missing(names)
+        # A corrupt file is removed (with a warning) by `load` and recomputed with the missing ones.
+        loaded = {name: cache.load(name) for name in names if name not in unreadable}
+        missing = [name for name in names if loaded.get(name) is None]
         info: dict[str, Any] = {"stats_cache": str(cache.folder), "stats_computed": missing}
         if missing:
             texts, source = load_texts(cfg.stats_corpus, cfg.stats_samples, task.data_dir)
             covariances, measured = compute_covariances(model, task.tokenizer, missing, texts, cfg.stats_max_length,
                                                         cfg.stats_batch_tokens, dtype_named(cfg.stats_dtype, "stats_dtype"))
             for name in missing:
+                check_finite(covariances[name], "statistics", "memit statistics", layer=name,
+                             hint="use stats_dtype=float32 or float64")
                 cache.store(name, covariances[name], {**measured, "source": source})
+                loaded[name] = covariances[name].cpu()  # what `load` would read back
             info["stats"] = {**measured, "source": source}
-        self._covariances = {name: cache.load(name) for name in names}
+        self._covariances = {name: loaded[name] for name in names}
         # The statistics are the one-off cost; a reuse reports what they cost from their provenance.
         info.update(reused=not missing, one_off_seconds=cache.build_seconds(names))
         return info
@@ -122,6 +123,8 @@ class Memit(Method):
                 residuals = (z - current) / (len(names) - i)  # [m, d]
                 delta = memit_update(keys.to(device).T, residuals.T, self._covariances[name], cfg.update_weight,
                                      dtype_named(cfg.solve_dtype, "solve_dtype"))  # [d_out, d_in]
+                check_finite(delta, "solved delta", "memit update", layer=name,
+                             hint="raise update_weight or use solve_dtype=float64")
                 add_to_weight(get_module(model, name), delta)
                 deltas[name] = delta.float()
                 if i == 0:

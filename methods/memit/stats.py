@@ -3,22 +3,25 @@
 `C` is the `C_0 / n` of the paper's Eq. 14 (the reference's "mom2"), estimated from a text corpus.
 One forward pass serves every edited layer: pre-hooks on all edited modules read their inputs, and
 the forward stops as soon as the last of them has been read (the blocks above are never run).
-Results are cached per (model, module, corpus, sample count) as safetensors with a JSON provenance
-file beside each, written atomically.
+Results are cached per (model, module, corpus, sample count) as safetensors with a JSON sidecar
+beside each (provenance and sha256, `editbench.files.write_artifact`); a file whose bytes do not
+match its checksum, or that holds NaN/Inf, is removed with a warning and recomputed.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from editbench.files import write_atomic
+from editbench.errors import CorruptArtifact
+from editbench.files import read_artifact, read_provenance, remove_artifact, warn, write_artifact
+from editbench.guard import is_finite
 from editbench.provenance import config_key
 from editbench.methods.memit.locate import StopForward
 from editbench.modules import get_module
@@ -108,14 +111,39 @@ class CovarianceCache:
         return self.folder / f"{module}.safetensors"
 
     def missing(self, modules: Sequence[str]) -> list[str]:
-        return [m for m in modules if not (self.path(m).is_file() and self.path(m).with_suffix(".json").is_file())]
+        """Modules without a stored covariance (a file whose sidecar cannot be read counts as missing)."""
+        return [m for m in modules if not self._readable(m)]
 
-    def load(self, module: str) -> Tensor:
-        return load_file(self.path(module))["covariance"]
+    def _readable(self, module: str) -> bool:
+        if not self.path(module).is_file():
+            return False
+        try:
+            read_provenance(self.path(module))
+            return True
+        except CorruptArtifact:
+            return False
+
+    def load(self, module: str) -> Tensor | None:
+        """`module`'s verified covariance, or None (after a warning) when the file is corrupt: it is
+        removed, and the caller recomputes it."""
+        path = self.path(module)
+        try:
+            payload, _ = read_artifact(path)
+            try:
+                covariance = load(payload)["covariance"]
+            except (SafetensorError, KeyError) as exc:
+                raise CorruptArtifact(path, f"not a covariance file: {type(exc).__name__}") from None
+            if not is_finite(covariance):
+                raise CorruptArtifact(path, "non-finite values")
+        except CorruptArtifact as exc:
+            remove_artifact(path)
+            warn(f"cached statistics {exc.path} are corrupt ({exc.reason}): removed, recomputing")
+            return None
+        return covariance
 
     def provenance(self, module: str) -> dict[str, Any]:
-        """The JSON record stored beside `module`'s covariance (corpus, tokens, seconds, created)."""
-        return json.loads(self.path(module).with_suffix(".json").read_text())
+        """The record stored beside `module`'s covariance (corpus, tokens, seconds, created)."""
+        return read_provenance(self.path(module))
 
     def build_seconds(self, modules: Sequence[str]) -> float | None:
         """Seconds the passes that computed `modules` took (one pass fills several modules)."""
@@ -128,9 +156,8 @@ class CovarianceCache:
         return sum(passes.values())
 
     def store(self, module: str, covariance: Tensor, provenance: dict[str, Any]) -> None:
-        write_atomic(self.path(module), save({"covariance": covariance.contiguous()}))
-        record = {**self.identity, **provenance, "module": module}
-        write_atomic(self.path(module).with_suffix(".json"), (json.dumps(record, indent=1) + "\n").encode())
+        write_artifact(self.path(module), save({"covariance": covariance.contiguous()}),
+                       {**self.identity, **provenance, "module": module})
 
 
 def compute_covariances(model: nn.Module, tokenizer: Any, module_names: Sequence[str], texts: Sequence[str],

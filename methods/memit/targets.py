@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from editbench.api import EditRequest, Task
 from editbench.errors import EditbenchError
+from editbench.guard import check_finite
 from editbench.methods.memit.budget import autograd_bytes, group_by_budget
 from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.locate import Prompts, contexts, hidden_of, read_at_subjects, tokenise, with_hidden
@@ -212,6 +213,8 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
             active = ~done
             terms = problem.losses(delta, torch.nonzero(active[owner]).squeeze(1))
             loss = terms.loss[active]  # [a]
+            check_finite(loss.detach(), "z loss", "memit targets", layer=block, step=step,
+                         hint="lower lr or raise weight_decay / lower clamp_norm_factor")
             if step == 0:
                 first_nll = terms.nll.detach()
             passes[active] += 1

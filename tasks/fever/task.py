@@ -22,10 +22,12 @@ from torch import nn
 
 from editbench.api import EditRequest, TaskConfig
 from editbench.assets import WheelModel, fetch_wheel_model
+from editbench.config import count, non_negative, positive
 from editbench.data import resolve, sha256_of, user_cache
 from editbench.errors import EditbenchError
+from editbench.files import usable_folder
 from editbench.provenance import config_key
-from editbench.tasks.common.classifier import (ClassifierTask, FirstTokenClassifier, finetune, is_prepared,
+from editbench.tasks.common.classifier import (PREPARED_INFO, ClassifierTask, FirstTokenClassifier, finetune,
                                                load_prepared, save_prepared)
 from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_source, quiet_transformers
 from editbench.tasks.common.layers import modules_for
@@ -49,11 +51,11 @@ MINILM_WHEEL = WheelModel(
 class FeverConfig(TaskConfig):
     train_path: str = field(default="", metadata={"help": "paper FEVER train file (KILT jsonl) or hub id; '' = local paper_dev"})
     eval_path: str = field(default="", metadata={"help": "paper FEVER dev file (KILT jsonl) or hub id, with train_path"})
-    prepare_lr: float = field(default=3e-5, metadata={"help": "Adam learning rate of the preparation (A.4)"})
-    prepare_epochs: int = field(default=2, metadata={"help": "epochs of the preparation (A.4)"})
-    prepare_batch_size: int = field(default=32, metadata={"help": "claims per preparation step"})
-    prepare_size: int = field(default=0, metadata={"help": "claims of the prep split used to fine-tune (0 = all)"})
-    max_length: int = field(default=64, metadata={"help": "claim length limit in tokens"})
+    prepare_lr: float = field(default=3e-5, metadata={"help": "Adam learning rate of the preparation (A.4)", "check": positive})
+    prepare_epochs: int = field(default=2, metadata={"help": "epochs of the preparation (A.4)", "check": count})
+    prepare_batch_size: int = field(default=32, metadata={"help": "claims per preparation step", "check": count})
+    prepare_size: int = field(default=0, metadata={"help": "claims of the prep split used to fine-tune (0 = all)", "check": non_negative})
+    max_length: int = field(default=64, metadata={"help": "claim length limit in tokens", "check": count})
     seed: int = field(default=0, metadata={"help": "seed of the split and of the preparation"})
 
 
@@ -126,11 +128,12 @@ class FeverTask(SplitRequests, ClassifierTask):
         return user_cache() / "models" / "prepared" / f"{self.name}-{self._prepare_key(model_id)}"
 
     def prepare(self, device: str = "cpu") -> dict:
-        """Fine-tune the whole classifier on the prep split (A.4) and cache it; no-op when cached."""
+        """Fine-tune the whole classifier on the prep split (A.4) and cache it; no-op when cached (a
+        cached folder that fails its checksums is removed with a warning and prepared again)."""
         model_id = self.model_identity()
         folder = self._prepared_folder(model_id)
-        if is_prepared(folder):
-            return json.loads((folder / "prepare.json").read_text())
+        if _usable(folder):
+            return json.loads((folder / PREPARED_INFO).read_text())
         cfg = self.config
         bert, tokenizer = self.base_encoder(torch.float32)
         self.tokenizer = tokenizer
@@ -152,7 +155,7 @@ class FeverTask(SplitRequests, ClassifierTask):
 
     def load_model(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
         folder = self._prepared_folder(self.model_identity())
-        if not is_prepared(folder):
+        if not _usable(folder):
             self.prepare(device)
         model, self.tokenizer = load_prepared(folder, len(LABELS), device, dtype)
         return model
@@ -163,10 +166,17 @@ class FeverTask(SplitRequests, ClassifierTask):
         return modules_for("bert", self.num_layers, role)
 
 
+def _usable(folder: Path) -> bool:
+    """A verified prepared folder; one of an older editbench (written atomically, no manifest) is
+    adopted once, by its `prepare.json`, rather than fine-tuned again."""
+    return usable_folder(folder, adopt_legacy=PREPARED_INFO)
+
+
 @dataclass
 class FeverMiniLMConfig(FeverConfig):
     prepare_size: int = field(default=768, metadata={"help": "claims of the prep split used to fine-tune "
-                                                                "(0 = all 2,666; 768 keeps it to minutes on 2 cores)"})
+                                                                "(0 = all 2,666; 768 keeps it to minutes on 2 cores)",
+                                                        "check": non_negative})
 
 
 class FeverMiniLM(FeverTask):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from editbench.api import EditRequest, TaskConfig
+from editbench.config import non_negative, one_of
 from editbench.data import resolve
 from editbench.errors import EditbenchError
 from editbench.tasks.common.nq import NQ_OPEN_DEV, load_nq
@@ -29,12 +30,15 @@ UNRELATED = ("nq", "zsre")
 
 @dataclass
 class ZsreConfig(TaskConfig):
-    target: str = field(default="answers", metadata={"help": "edit target: 'answers' (gold, paper) or 'alt'"})
+    target: str = field(default="answers", metadata={"help": "edit target: 'answers' (gold, paper) or 'alt'",
+                                                     "check": one_of(*TARGETS)})
     train_path: str = field(default="", metadata={"help": "paper-scale zsRE train file or hub id ('' = local 800 records)"})
     eval_path: str = field(default="", metadata={"help": "paper-scale zsRE eval file or hub id, with train_path"})
-    extra_unrelated: int = field(default=0, metadata={"help": "NQ-open tuples added to each request's unrelated tuples"})
+    extra_unrelated: int = field(default=0, metadata={"help": "NQ-open tuples added to each request's unrelated tuples",
+                                                      "check": non_negative})
     unrelated: str = field(default="nq", metadata={
-        "help": "unrelated tuples: 'nq' (paper Sec. 5) or 'zsre' (other zsRE facts, MEND's single-edit setting, Table 3)"})
+        "help": "unrelated tuples: 'nq' (paper Sec. 5) or 'zsre' (other zsRE facts, MEND's single-edit setting, Table 3)",
+        "check": one_of(*UNRELATED)})
 
 
 class ZsreTask(SplitRequests):
