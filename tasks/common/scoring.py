@@ -27,11 +27,13 @@ def score_tuples(task: Task, model: nn.Module, pairs: Sequence[tuple[str, str]],
     outcomes: list[TupleOutcome] = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring", leave=False, disable=None):
         batch = task.batch(pairs[start:start + batch_size]).to(device)
-        predicted = task.logits(model, batch).argmax(-1)  # [b, t]
-        answer = batch.labels != -100
-        for row in range(len(batch)):
-            mask = answer[row]
-            outcomes.append(TupleOutcome(predicted[row][mask].tolist(), batch.labels[row][mask].tolist()))
+        answer = batch.labels != -100  # [b, t]
+        predicted = task.answer_logits(model, batch).argmax(-1).tolist()  # [k], row-major over `answer`
+        gold = batch.labels[answer].tolist()
+        end = 0
+        for count in answer.sum(-1).tolist():
+            outcomes.append(TupleOutcome(predicted[end:end + count], gold[end:end + count]))
+            end += count
     return outcomes
 
 
