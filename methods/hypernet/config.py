@@ -1,10 +1,11 @@
 """Hyper-parameters shared by MALMEN and MEND (paper, Appendix A.6) and the meta-training budget.
 
-The A.6 values are the paper's. The budget fields default to the embedded `zsre-smollm2` task on
-2 CPU cores (about 20 minutes of meta-training on an otherwise idle machine): 60 steps of m = 16
-edits, validation on 32 'valid' requests every 10 steps, early stopping after 3 validations
-without improvement. The paper trains at the evaluation's m until validation stops improving:
-for that, raise `train_steps` and set `train_edits` to the m you edit with.
+The A.6 values are the paper's. The budget (`train_steps`, `valid_every`, `valid_edits`,
+`patience`) is a task's business: the defaults are a small generic budget, and a task's preset
+(`tasks/common/presets.py`) sets the one its model needs (SmolLM2 on 2 CPU cores: 24 steps of m = 16).
+`train_edits` and `seed` follow the run's `--edits` and `--seed` unless a preset or `--set` gives
+them (`HypernetMethod.follows_run`): the paper trains at the evaluation's m until validation stops
+improving, and each seed is an independently trained editor.
 
 `lr_meta_lr` (MEND's separate learning rate of the step sizes, 1e-4 in Mitchell et al.'s config)
 is not in A.6: with Adam, eta moves about `lr_meta_lr` per step from its 1e-6 start, and on
@@ -33,7 +34,7 @@ class HypernetConfig(MethodConfig):
     training_mode: str = field(default="economic", metadata={
         "help": "'economic' (Alg. 2: split back-propagation) or 'concatenated' (editor graph attached to the LM)",
         "check": one_of("economic", "concatenated")})
-    # -- budget (embedded-task defaults, see module docstring) ---------------------------------
+    # -- budget (a task's preset sets its own, see module docstring) --------------------------
     train_steps: int = field(default=60, metadata={"help": "maximum meta-training steps", "check": count})
     train_edits: int = field(default=16, metadata={"help": "simultaneous edits m per meta-training step", "check": count})
     lm_batch_size: int = field(default=64, metadata={"help": "tuples per LM forward/backward pass", "check": count})
