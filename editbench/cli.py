@@ -15,6 +15,8 @@ Examples:
   editbench run --method malmen --task zsre-smollm2 --edits 64
   editbench run --method malmen --task zsre-gptj --edits 8192 --device cuda --dtype bfloat16
   editbench run --method ft --task zsre-smollm2 --edits 32 --set lr=1e-4 --set epochs=3
+  editbench run --method ft --edits 8 --save-edit my-edit --save-model   # keep the edit (and the edited model)
+  editbench apply --task zsre-smollm2 --edit my-edit --out-model edited  # saved deltas onto the model
   editbench list
   editbench leaderboard --check
 """
@@ -51,13 +53,19 @@ def main() -> None:
               help="accept local data files whose sha256 differs from DATA.md (your own version; recorded in the run)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a method or task option (method.KEY / task.KEY when ambiguous)")
-def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets) -> None:
+@click.option("--save-edit", default=None, type=click.Path(),
+              help="keep the edit: its weight shifts (safetensors) + a JSON sidecar (method, config, model fingerprint, "
+                   "facts, scores) in this folder, for `editbench apply`")
+@click.option("--save-model", is_flag=True,
+              help="with --save-edit DIR: also save the edited model (save_pretrained) into DIR/model")
+def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets, save_edit, save_model) -> None:
     """Prepare METHOD on TASK, edit EDITS requests at once, score before/after and record the run."""
     from editbench.config import parse_sets
     from editbench.runner import RunSpec, run as run_spec
 
     record = run_spec(RunSpec(method=method, task=task, edits=edits, seed=seed, device=device, dtype=dtype,
-                              out=out, sets=parse_sets(sets), data_dir=data_dir, own_data=own_data))
+                              out=out, sets=parse_sets(sets), data_dir=data_dir, own_data=own_data,
+                              save_edit=save_edit, save_model=save_model))
     pre, post = record["pre"], record["post"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     click.echo(f"{record['method']} on {record['task']}, m = {record['edits']}, seed {record['seed']}")
@@ -67,6 +75,8 @@ def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets)
                f"edit peak memory {record['peak_memory_bytes'] / 2**30:.2f} GiB")
     for key, value in sorted(record["method_stats"].items()):
         click.echo(f"  {key} {value:.4g}")
+    if record.get("saved_edit"):
+        click.echo(f"  edit saved to {record['saved_edit']}")
 
 
 @main.command(name="list")
@@ -118,7 +128,73 @@ def prepare(task, device, data_dir, own_data, sets) -> None:
     check_data_dir(data_dir)
     with own_data_scope(own_data):
         info = create("task", task, parse_sets(sets), data_dir=data_dir).prepare(resolve_device(device))
-    click.echo(f"{task}: prepared {info or '(nothing to prepare)'}")
+    click.echo(prepare_summary(task, info))
+
+
+def prepare_summary(task: str, info: dict) -> str:
+    """One line saying what `Task.prepare` did, from the info it returned."""
+    if not info:
+        return f"{task}: nothing to prepare"
+    where = info.get("path") or info.get("folder") or info.get("model_dir") or info.get("checkpoint")
+    reused = info.get("reused")
+    numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if isinstance(info.get("model"), str):
+        numbers = ", ".join(filter(None, [f"model {info['model']}", numbers]))
+    state = "reused" if reused else "prepared" if reused is not None else "ready"
+    return f"{task}: {state}" + (f" at {where}" if where else "") + (f" ({numbers})" if numbers else "")
+
+
+@main.command()
+@click.option("--task", required=True, help="task whose model the edit was made on")
+@click.option("--edit", "edit_dir", required=True, type=click.Path(file_okay=False),
+              help="folder written by `editbench run --save-edit` (or EditOutcome.save)")
+@click.option("--out-model", required=True, type=click.Path(),
+              help="folder for the edited model (save_pretrained: loadable by transformers without editbench)")
+@click.option("--revert", is_flag=True, help="subtract the saved shifts instead (e.g. from a model saved with --save-model)")
+@click.option("--force", is_flag=True, help="apply even when the model's fingerprint is not the one the edit was made on")
+@click.option("--score", is_flag=True, help="score the edited facts on the result and compare with the saved scores")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default=None, help="model dtype (default: the one the edit was made in)")
+@click.option("--data-dir", default=None, type=click.Path())
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a task option (e.g. model=PATH)")
+def apply(task, edit_dir, out_model, revert, force, score, device, dtype, data_dir, sets) -> None:
+    """Add a saved edit's weight shifts to TASK's model (or take them back) and save the result."""
+    import torch
+
+    from editbench.config import parse_sets
+    from editbench.data import check_data_dir
+    from editbench.edits import apply_edit, load_edit, save_model
+    from editbench.metrics import aggregate
+    from editbench.provenance import model_fingerprint
+    from editbench.registry import create
+    from editbench.runner import check_dtype, load_model, resolve_device
+
+    saved = load_edit(edit_dir)
+    device = resolve_device(device)
+    dtype = dtype or saved.info.get("dtype") or "float32"
+    check_dtype(dtype, device)
+    check_data_dir(data_dir)
+    task_obj = create("task", task, parse_sets(sets), data_dir=data_dir)
+    model = load_model(task_obj, device, getattr(torch, dtype))
+    requests = saved.requests() if score and not revert else []
+    pre = task_obj.evaluate(model, requests) if requests else None
+    apply_edit(model, saved, sign=-1.0 if revert else 1.0, force=force)
+    fingerprint = model_fingerprint(model)
+    expected = saved.info.get("model_fingerprint" if revert else "edited_fingerprint")
+    click.echo(f"{'took back' if revert else 'applied'} {len(saved.deltas)} weight shifts of {saved.info.get('method')} "
+               f"({saved.info.get('edits')} facts); model {fingerprint[:16]}"
+               + ("" if not expected else ", bit-identical to the saved run's" if fingerprint == expected
+                  else f", differs from the saved run's {expected[:16]} in rounding"))
+    if requests:
+        post = aggregate(task_obj.evaluate(model, requests), pre)
+        same = post == saved.info.get("post")
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        click.echo(f"  post-edit es {fmt(post['es'])}, gs {fmt(post['gs'])}, ls {fmt(post['ls'])}: "
+                   + ("exactly the saved run's scores" if same else f"the saved run had {saved.info.get('post')}"))
+    save_model(model, task_obj.tokenizer, out_model, {"edit": str(edit_dir), "revert": revert,
+                                                      "model_fingerprint": fingerprint})
+    click.echo(f"  wrote {out_model}")
 
 
 @main.command()

@@ -4,6 +4,11 @@ Everything that can be checked before the model loads is checked first (options,
 their range checks, data folder, results folder), so a bad setting never costs a finished run.
 Every result is guarded: NaN/Inf in the loaded weights, the edited weights, the shifts or the
 method's statistics stops the run with one line (`NonFiniteError`, exit 2) and nothing is recorded.
+
+`run` / `execute` accept already-built `method`, `task` and `model` objects and the facts to edit
+(`requests`) instead of names and a sampled split (as lm-evaluation-harness's `simple_evaluate`
+accepts a model object); `write=False` returns the record without writing it; `spec.save_edit`
+keeps the edit (`editbench.edits`).
 """
 from __future__ import annotations
 
@@ -35,6 +40,22 @@ class RunSpec:
     sets: dict[str, str] = dataclasses.field(default_factory=dict)
     data_dir: str | None = None
     own_data: bool = False  # accept local data files whose sha256 differs from DATA.md (recorded)
+    save_edit: str | None = None  # folder for the edit's deltas + sidecar (`editbench.edits.save_edit`)
+    save_model: bool = False  # also `save_pretrained` the edited model into <save_edit>/model
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Everything one run produced: the record (as written), the per-edit rows, the weight shifts
+    {module: ΔW [d_out, d_in]} that are in `model` now, and the objects used."""
+
+    record: dict[str, Any]
+    per_edit: list[dict[str, Any]]
+    deltas: dict[str, Any]
+    model: Any
+    task: Any
+    method: Any
+    original: dict[str, Any] | None = None  # with keep_undo: {module: W [d_out, d_in]} before the edit
 
 
 def resolve_device(device: str) -> str:
@@ -89,8 +110,32 @@ def load_model(task: Any, device: str, dtype: Any) -> Any:
                              f"({type(exc).__name__}: {first}); expected a transformers model folder or hub name") from None
 
 
-def run(spec: RunSpec) -> dict[str, Any]:
-    """Execute `spec`, append its record to the store under `spec.out`, and return the record."""
+def run(spec: RunSpec, *, method: Any = None, task: Any = None, model: Any = None, requests: Any = None,
+        write: bool = True) -> dict[str, Any]:
+    """Execute `spec` and return its record; with `write` (the default) append it to the store under
+    `spec.out`. `method` / `task` / `model`: already-built objects used instead of `spec.method` /
+    `spec.task` / `task.load_model`; `requests`: the facts to edit instead of `spec.edits` drawn
+    from the task's eval split."""
+    given = {"model": model, "requests": requests, "write": write}
+    options = {k: v for k, v in given.items() if v is not _PLAIN[k]}  # a plain `editbench run` passes none
+    return _start(spec, method, task, options)
+
+
+def execute(spec: RunSpec, *, method: Any = None, task: Any = None, model: Any = None, requests: Any = None,
+            write: bool = True, keep_undo: bool = False) -> Outcome:
+    """`run`, returning the whole `Outcome`. `keep_undo`: keep what takes the edit back bit-exactly
+    (`Outcome.original` and the `Undo`s of `editbench.modules`); a benchmark run keeps nothing."""
+    into: list[Outcome] = []
+    _start(spec, method, task, {"model": model, "requests": requests, "write": write, "keep_undo": keep_undo,
+                                "into": into})
+    return into[0]
+
+
+_PLAIN = {"model": None, "requests": None, "write": True}
+
+
+def _start(spec: RunSpec, method: Any, task: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Check everything that can be checked before the model loads, then `_execute`."""
     from editbench.data import check_data_dir, own_data, user_cache
     from editbench.files import sweep_staging
     from editbench.results import default_store, prepare_store, remove_created
@@ -100,80 +145,130 @@ def run(spec: RunSpec) -> dict[str, Any]:
         _log(f"removed {len(removed)} staging leftover(s) of killed writes under {user_cache()}")
     device = resolve_device(spec.device)
     check_dtype(spec.dtype, device)
-    if spec.edits < 1:
+    requests = options.get("requests")
+    if requests is None and spec.edits < 1:
         raise EditbenchError(f"--edits {spec.edits} must be at least 1")
+    if requests is not None and not requests:
+        raise EditbenchError("no facts to edit (expected at least one request)")
     check_data_dir(spec.data_dir)
+    check_save_edit(spec)
     out = Path(spec.out).expanduser() if spec.out else default_store()
     with own_data(spec.own_data):
-        method, task, preset_name, preset = _build(spec)
-        created = prepare_store(out)  # before the model loads: a bad --out never costs a finished run
+        method, task, preset_name, preset = _build(spec, method, task, requests is None)
+        # Before the model loads: a bad --out never costs a finished run.
+        created = prepare_store(out) if options.get("write", True) else []
         try:
-            return _execute(spec, method, task, preset_name, preset, device, out)
+            return _execute(spec, method, task, preset_name, preset, device, out, **options)
         except BaseException:
             remove_created(created)
             raise
 
 
-def _build(spec: RunSpec) -> tuple[Any, Any, str | None, dict[str, Any]]:
-    """The method and task objects of `spec` with their validated configs."""
-    method_cls, task_cls = registry.load("method", spec.method), registry.load("task", spec.task)
+def check_save_edit(spec: RunSpec) -> None:
+    """`--save-edit DIR` must be a new or empty folder, or one holding an earlier saved edit."""
+    from editbench.edits import DELTAS_FILE
+
+    if spec.save_edit is None:
+        if spec.save_model:
+            raise EditbenchError("--save-model needs --save-edit DIR (the edited model goes to DIR/model)")
+        return
+    folder = Path(spec.save_edit).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise EditbenchError(f"--save-edit {spec.save_edit!r} is a file (expected a new or empty folder)")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / DELTAS_FILE).exists():
+        raise EditbenchError(f"--save-edit {spec.save_edit!r} is a folder holding other files "
+                             "(expected a new or empty folder, or an earlier saved edit to replace)")
+
+
+def _build(spec: RunSpec, method: Any = None, task: Any = None,
+           sampled: bool = True) -> tuple[Any, Any, str | None, dict[str, Any]]:
+    """The method and task objects of `spec` with their validated configs (objects given are used as
+    they are: `--set` reaches only what is built here by name)."""
+    method_cls = type(method) if method is not None else registry.load("method", spec.method)
+    task_cls = type(task) if task is not None else registry.load("task", spec.task)
     method_sets, task_sets = split_overrides(spec.sets, method_cls, task_cls)
     preset_name, preset = task_cls.preset_for(method_cls)
-    linked = {field: getattr(spec, attr) for field, attr in method_cls.follows_run.items()}
-    method = registry.create("method", spec.method, {**linked, **preset, **method_sets})
-    task = registry.create("task", spec.task, task_sets, data_dir=spec.data_dir)
-    available = task.split_size("eval")
-    if spec.edits > available:
-        raise EditbenchError(f"--edits {spec.edits} is larger than the eval split of {spec.task} ({available} requests)")
+    for given, sets, kind in ((method, method_sets, "method"), (task, task_sets, "task")):
+        if given is not None and sets:
+            raise EditbenchError(f"settings {', '.join(sorted(sets))} given for a {kind} object ({given.name!r}); "
+                                 f"expected them in the object's config (or the {kind} by name)")
+    if method is None:
+        linked = {field: getattr(spec, attr) for field, attr in method_cls.follows_run.items()}
+        method = registry.create("method", spec.method, {**linked, **preset, **method_sets})
+    else:
+        preset_name, preset = None, {}  # the object's config is what it is
+    if task is None:
+        task = registry.create("task", spec.task, task_sets, data_dir=spec.data_dir)
+    if sampled:
+        available = task.split_size("eval")
+        if spec.edits > available:
+            raise EditbenchError(f"--edits {spec.edits} is larger than the eval split of {task.name} ({available} requests)")
     return method, task, preset_name, preset
 
 
 def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, preset: dict[str, Any], device: str,
-             out: Path) -> dict[str, Any]:
+             out: Path, *, model: Any = None, requests: Any = None, write: bool = True, keep_undo: bool = False,
+             into: list[Outcome] | None = None) -> dict[str, Any]:
+    """Load, prepare, score, edit, score, record; returns the record (and appends the whole
+    `Outcome` to `into` when given)."""
+    import contextlib
+
     import torch
 
     from editbench.data import own_data_enabled, sha256_of
     from editbench.guard import check_finite, check_stats, check_weights
     from editbench.measure import Phase
     from editbench.metrics import aggregate, request_metrics
-    from editbench.modules import no_undo
+    from editbench.modules import no_undo, snapshot
     from editbench.provenance import device_name, git_commit, model_fingerprint, versions
     from editbench.results import write_run
 
     torch.manual_seed(spec.seed)
     phases = {}
 
-    _log(f"loading {spec.task}")
+    _log(f"loading {task.name}")
     with Phase(device) as phases["load"]:
-        model = load_model(task, device, getattr(torch, spec.dtype))
+        if model is None:
+            model = load_model(task, device, getattr(torch, spec.dtype))
+        elif getattr(task, "tokenizer", None) is None:
+            raise EditbenchError(f"task {task.name!r} has no tokenizer for the model given "
+                                 "(expected task.tokenizer set, e.g. by task.load_model)")
         check_weights(model, "the loaded model", hint="the model files (or their cache) are corrupt")
         fingerprint = model_fingerprint(model)
-    _log(f"preparing {spec.method}")
+    _log(f"preparing {method.name}")
     with Phase(device) as phases["prepare"]:
         prepare_info = method.prepare(task, model, artifact_dir(method, task, fingerprint)) or {}
-    requests = task.requests("eval", spec.edits, spec.seed)
+    requests = list(requests) if requests is not None else task.requests("eval", spec.edits, spec.seed)
     _log(f"scoring {len(requests)} requests before the edit")
     with Phase(device) as phases["evaluate_pre"]:
         pre = task.evaluate(model, requests)
-    _log(f"editing with {spec.method} (m = {len(requests)})")
-    with Phase(device) as phases["edit"], no_undo():  # a run never takes its edit back: keep nothing to undo it
+    _log(f"editing with {method.name} (m = {len(requests)})")
+    # A kept edit (API, --save-edit) must be exactly what adding its deltas gives, in any process, and
+    # must come off bit-exactly; a method writing its weights directly (FT: W' = W + ΔW only up to
+    # rounding) guarantees neither. So keep W of the edited modules and re-make W' = fl(W + ΔW) below.
+    original = snapshot(model, method.modules(task, model)) if keep_undo or spec.save_edit is not None else None
+    # A benchmark run never takes its edit back: it keeps nothing to undo it (unless asked to).
+    with Phase(device) as phases["edit"], (contextlib.nullcontext() if keep_undo else no_undo()):
         result = method.edit(task, model, requests)
-    hint = f"{spec.method}'s settings or --dtype {spec.dtype} make the edit diverge (see `editbench list {spec.method}`)"
+    hint = f"{method.name}'s settings or --dtype {spec.dtype} make the edit diverge (see `editbench list {method.name}`)"
     for name, delta in result.deltas.items():
-        check_finite(delta, "weight shift", f"{spec.method} edit", layer=name, hint=hint)
-    check_weights(model, f"the weights after the {spec.method} edit", hint=hint)
-    check_stats(dict(result.stats), f"{spec.method} edit statistics", hint=hint)
+        check_finite(delta, "weight shift", f"{method.name} edit", layer=name, hint=hint)
+    check_weights(model, f"the weights after the {method.name} edit", hint=hint)
+    check_stats(dict(result.stats), f"{method.name} edit statistics", hint=hint)
+    if original is not None:
+        with contextlib.nullcontext() if keep_undo else no_undo():
+            reapply(model, original, result.deltas)
     _log("scoring after the edit")
     with Phase(device) as phases["evaluate_post"]:
         post = task.evaluate(model, requests)
 
-    run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{spec.method}-{spec.task}-{spec.edits}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
+    run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{method.name}-{task.name}-{len(requests)}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
     record = {
         "run_id": run_id,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "method": spec.method,
-        "task": spec.task,
-        "edits": spec.edits,
+        "method": method.name,
+        "task": task.name,
+        "edits": len(requests),
         "seed": spec.seed,
         "dtype": spec.dtype,
         "config": {"method": as_dict(method.config), "task": as_dict(task.config)},
@@ -195,11 +290,76 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         "data_sha256": {name: sha256_of(path) for name, path in task.data_files().items()},
         "own_data": own_data_enabled(),
     }
+    decode = text_decoder(task, model)
     per_edit = [
         {"request": r.to_dict(), "pre": request_metrics(a), "post": request_metrics(b, a),
-         "pre_outcome": dataclasses.asdict(a), "post_outcome": dataclasses.asdict(b)}
+         "pre_outcome": outcome_dict(a, decode), "post_outcome": outcome_dict(b, decode)}
         for r, a, b in zip(requests, pre, post)
     ]
-    runs_file = write_run(out, record, per_edit)
-    _log(f"wrote {run_id} to {runs_file}")
+    if spec.save_edit is not None:
+        record["saved_edit"] = _save(spec, record, requests, result.deltas, model, task)
+    if write:
+        runs_file = write_run(out, record, per_edit)
+        _log(f"wrote {run_id} to {runs_file}")
+    if into is not None:
+        into.append(Outcome(record, per_edit, result.deltas, model, task, method, original if keep_undo else None))
     return record
+
+
+def reapply(model: Any, original: dict[str, Any], deltas: dict[str, Any]) -> None:
+    """Put back the weights `original` {module: W [d_out, d_in]} and add `deltas` to them, so the model
+    is bit-for-bit what `apply_deltas(model, deltas)` gives on the unedited model (as a saved edit
+    applied in a fresh process does). Modules outside `original` are left as the method left them."""
+    from editbench.modules import apply_deltas, restore
+
+    kept = {name: delta for name, delta in deltas.items() if name in original}
+    restore(model, {name: original[name] for name in kept})
+    apply_deltas(model, kept)
+
+
+def edit_info(record: dict[str, Any], requests: Any) -> dict[str, Any]:
+    """The sidecar of a saved edit: what made it, on which model, for which facts, and its scores."""
+    keys = ("run_id", "method", "task", "edits", "seed", "dtype", "config", "overrides", "preset", "pre", "post",
+            "commit", "versions", "model_fingerprint")
+    return {**{k: record.get(k) for k in keys}, "requests": [r.to_dict() for r in requests]}
+
+
+def _save(spec: RunSpec, record: dict[str, Any], requests: Any, deltas: dict[str, Any], model: Any, task: Any) -> str:
+    """Write the edit (and with `spec.save_model` the edited model) under `spec.save_edit`."""
+    from editbench.edits import MODEL_DIR, save_edit, save_model
+    from editbench.provenance import model_fingerprint
+
+    folder = Path(spec.save_edit).expanduser()
+    info = {**edit_info(record, requests), "edited_fingerprint": model_fingerprint(model)}
+    save_edit(deltas, folder, info)
+    _log(f"saved the edit ({len(deltas)} weight shifts) to {folder}")
+    if spec.save_model:
+        save_model(model, getattr(task, "tokenizer", None), folder / MODEL_DIR,
+                   {"run_id": record["run_id"], "model_fingerprint": info["edited_fingerprint"]})
+        _log(f"saved the edited model to {folder / MODEL_DIR}")
+    return str(folder)
+
+
+def text_decoder(task: Any, model: Any) -> Any:
+    """ids -> readable text: the tokenizer's decode for generative tasks, the label names of the
+    model's config for classifiers (None when neither is available)."""
+    if not task.generative:
+        names = getattr(getattr(model, "config", None), "id2label", None) or {}
+        return (lambda ids: " ".join(str(names.get(i, i)) for i in ids)) if names else None
+    tokenizer = getattr(task, "tokenizer", None)
+    return tokenizer.decode if hasattr(tokenizer, "decode") else None
+
+
+def outcome_dict(outcome: Any, decode: Any) -> dict[str, Any]:
+    """A `RequestOutcome` as a dict, every tuple's ids with their decoded text beside them
+    (`predicted_text`, `gold_text`)."""
+    as_dict_ = dataclasses.asdict(outcome)
+    if decode is None:
+        return as_dict_
+
+    def with_text(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "predicted_text": decode(row["predicted"]), "gold_text": decode(row["gold"])}
+
+    return {"edit": with_text(as_dict_["edit"]),
+            "equivalents": [with_text(r) for r in as_dict_["equivalents"]],
+            "unrelated": [with_text(r) for r in as_dict_["unrelated"]]}

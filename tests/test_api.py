@@ -1,0 +1,99 @@
+"""The public Python API (`editbench.load`, `edit`, `EditOutcome`, `load_edit`, `apply_edit`, `run`):
+the README's example runs as written, on a tiny model (fast) and on the embedded task (slow)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import TinyCausalTask
+
+import editbench
+from editbench import registry
+from editbench.errors import EditbenchError
+from editbench.provenance import model_fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_example() -> str:
+    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    return code
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_example_runs_as_written_on_a_tiny_model(cache, monkeypatch):
+    """The README's block, verbatim; only the task it names is a tiny Llama with the same machinery."""
+    create = registry.create
+    monkeypatch.setattr(registry, "create", lambda kind, name, overrides=None, **kw: (
+        TinyCausalTask("llama") if kind == "task" else create(kind, name, overrides, **kw)))
+    namespace: dict = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    out, target = namespace["out"], namespace["target"]
+    assert out.reverted and (cache / "sweden-edit" / "deltas.safetensors").is_file()
+    saved = editbench.load_edit(cache / "sweden-edit")
+    assert model_fingerprint(target.model) == saved.info["edited_fingerprint"]
+    assert saved.info["method"] == "ft" and saved.info["config"]["method"]["epochs"] == 10
+
+
+@pytest.mark.slow
+def test_readme_example_runs_as_written_on_the_embedded_task(cache):
+    namespace: dict = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    assert namespace["out"].scores[0]["post"]["es"] is not None
+
+
+def test_public_names_are_listed_and_import_no_torch():
+    for name in ("load", "edit", "EditOutcome", "load_edit", "apply_edit", "save_edit", "run", "RunSpec",
+                 "EditRequest", "EditbenchError"):
+        assert name in dir(editbench) and name in editbench.__all__
+    check = subprocess.run([sys.executable, "-c", "import sys, editbench; dir(editbench); print('torch' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "False", check.stderr
+
+
+def test_edit_accepts_requests_and_method_objects(cache):
+    target = editbench.load(TinyCausalTask("gpt2"))
+    before = model_fingerprint(target.model)
+    method = registry.create("method", "ft", {"epochs": 15, "lr": 1e-2})
+    facts = TinyCausalTask("gpt2").requests("eval", 3, 0)
+    out = editbench.edit(target, facts, method=method)
+    assert [s["id"] for s in out.scores] == [f.id for f in facts]
+    assert out.record["edits"] == 3 and out.record["method"] == "ft" and set(out.deltas) == set(out.record["delta_norms"])
+    out.revert()
+    assert model_fingerprint(target.model) == before
+    with pytest.raises(EditbenchError, match="already reverted"):
+        out.revert()
+
+
+@pytest.mark.parametrize("facts, message", [
+    ([{"prompt": "x"}], "fact 0 is {'prompt': 'x'}: expected a dict with 'prompt' and 'target'"),
+    ([{"prompt": "x", "target": "y", "answer": "z"}], "fact 0 has unknown key 'answer'"),
+    ([], "no facts to edit"),
+])
+def test_bad_facts_are_one_line(cache, facts, message):
+    with pytest.raises(EditbenchError, match=re.escape(message)):
+        editbench.edit(editbench.load(TinyCausalTask("gpt2")), facts)
+
+
+def test_settings_for_objects_are_refused(cache):
+    with pytest.raises(EditbenchError, match="settings batch_size given for a task object"):
+        editbench.load(TinyCausalTask("gpt2"), settings={"batch_size": 4})
+    with pytest.raises(EditbenchError, match="settings lr given for a method object"):
+        editbench.edit(editbench.load(TinyCausalTask("gpt2")), [{"prompt": "a?", "target": "b"}],
+                       method=registry.create("method", "ft"), settings={"lr": 1e-3})
+
+
+def test_run_with_objects_and_write_false_returns_the_record(cache):
+    spec = editbench.RunSpec(method="ft", edits=4, sets={"epochs": 2}, out=str(cache / "store"))
+    record = editbench.run(spec, task=TinyCausalTask("gpt2"), write=False)
+    assert record["task"] == "tiny-causal" and record["edits"] == 4 and "edits_file" not in record
+    assert not (cache / "store").exists()
