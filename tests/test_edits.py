@@ -161,3 +161,17 @@ def test_prepare_summary_is_one_line():
     line = prepare_summary("fever-minilm", {"model": "m/x", "prep_claims": 10, "valid_accuracy": 0.875,
                                             "epoch_losses": [1.0], "config": {"a": 1}})
     assert line == "fever-minilm: ready (model m/x, prep_claims 10, valid_accuracy 0.875)"
+
+
+def test_cli_apply_checks_the_model(plugin_env, tmp_path):  # noqa: F811
+    """`apply` onto a model the edit was not made on, or `--revert` from an unedited one, is one line."""
+    other = TinyCausalTask("gpt2", model=TinyCausalTask("gpt2").load_model())
+    with torch.no_grad():
+        other.model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    out = editbench.edit(editbench.load(other), FACTS[:1], method="ft", settings={"epochs": 2})
+    out.save(tmp_path / "e")
+    for extra, message in (([], "was made on model"), (["--revert"], "cannot take back the edit")):
+        proc = cli(plugin_env, "apply", "--task", "plugin-tiny", "--edit", str(tmp_path / "e"),
+                   "--out-model", str(tmp_path / "m"), *extra)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
