@@ -2,7 +2,7 @@
 
 The Python API (see the README's "Python API"):
     load(task, model=..., settings=...) -> Loaded          a task and its model
-    edit(target, facts, method=..., settings=...) -> EditOutcome(deltas, scores, record)
+    edit(target, facts, method=..., settings=..., train_facts=...) -> EditOutcome(deltas, scores, record)
     EditOutcome.revert() / .save(folder, model=False)      take back bit-exactly / keep the edit
     load_edit(folder) -> SavedEdit; apply_edit(model, folder, sign=1)
     run(RunSpec(...), method=..., task=..., model=..., write=False) -> record (the benchmark runner)
@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 _LAZY = {
     **{name: "editbench.api" for name in ("Task", "Method", "EditRequest", "Batch", "TupleOutcome", "RequestOutcome",
                                           "EditResult", "TaskConfig", "MethodConfig", "ROLES")},
-    **{name: "editbench.editing" for name in ("load", "edit", "Loaded", "EditOutcome", "as_request")},
+    **{name: "editbench.editing" for name in ("load", "edit", "Loaded", "EditOutcome", "as_request",
+                                              "with_training_facts")},
     **{name: "editbench.edits" for name in ("save_edit", "load_edit", "apply_edit", "SavedEdit")},
     **{name: "editbench.runner" for name in ("run", "RunSpec")},
     "EditbenchError": "editbench.errors",

@@ -10,8 +10,8 @@
 
 `edit` runs the benchmark's own runner (`editbench.runner.execute`, with `write=False`), so its
 record is the one `editbench run` would write. Methods that train an editor (MALMEN, MEND) train it
-on the task's train split the first time and reuse the cached editor afterwards (their
-`checkpoint` setting).
+on the task's train split, or on `train_facts` (`with_training_facts`), the first time and reuse
+the cached editor afterwards (their `checkpoint` setting).
 """
 from __future__ import annotations
 
@@ -85,6 +85,43 @@ def as_request(fact: Any, index: int = 0) -> Any:
                        subject=fact.get("subject"), original=fact.get("original"))
 
 
+def with_training_facts(task: Any, train: Iterable[Any], valid: Iterable[Any] | None = None) -> Any:
+    """A view of `task` whose 'train' (and 'valid') split are the given facts, for methods that train an
+    editor (MALMEN, MEND); `valid` defaults to the training facts. Its name gains `+facts-<hash of the
+    facts>`, so an editor trained on them is cached apart from one trained on the task's own data.
+    The view shares the task's state (tokenizer, model, config)."""
+    import random
+
+    from editbench.provenance import config_key
+
+    splits = {"train": [as_request(f, i) for i, f in enumerate(train)]}
+    splits["valid"] = [as_request(f, i) for i, f in enumerate(valid)] if valid is not None else splits["train"]
+    if not splits["train"] or not splits["valid"]:
+        raise EditbenchError("no training facts (expected at least one for train_facts / valid_facts)")
+    key = config_key({split: [r.to_dict() for r in rows] for split, rows in splits.items()})[:8]
+    base = type(task)
+
+    def split_size(self: Any, split: str) -> int:
+        return len(splits[split]) if split in splits else base.split_size(self, split)
+
+    def requests(self: Any, split: str, count: int, seed: int) -> list[Any]:
+        if split not in splits:
+            return base.requests(self, split, count, seed)
+        rows = splits[split]
+        if not 1 <= count <= len(rows):
+            raise EditbenchError(f"{count} {split} facts asked for, {len(rows)} given (expected 1..{len(rows)}; "
+                                 f"a trained editor's train_edits defaults to the number of facts edited)")
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        return [rows[i] for i in order[:count]]
+
+    view_cls = type(base.__name__, (base,), {"name": f"{base.name}+facts-{key}", "split_size": split_size,
+                                              "requests": requests, "__module__": base.__module__})
+    view = object.__new__(view_cls)
+    view.__dict__ = task.__dict__  # shared: a tokenizer set on one is set on both
+    return view
+
+
 @dataclass
 class EditOutcome:
     """What `edit` returns. deltas: {module: ΔW [d_out, d_in]} now in `model`; scores: per fact
@@ -130,14 +167,19 @@ class EditOutcome:
 
 
 def edit(target: Any, facts: Iterable[Any], method: Any = "ft", settings: Mapping[str, Any] | None = None, *,
-         seed: int = 0) -> EditOutcome:
+         seed: int = 0, train_facts: Iterable[Any] | None = None, valid_facts: Iterable[Any] | None = None) -> EditOutcome:
     """Edit all `facts` at once into the model of `target` (a `Loaded`, a task name or a `Task`) with
     `method` (a registered name or a `Method` object built by you) and its `settings` (the method's
-    config fields: `editbench list METHOD`). The model is changed in place."""
+    config fields: `editbench list METHOD`). The model is changed in place. `train_facts` (and
+    `valid_facts`): what a trained editor (MALMEN, MEND) trains on instead of the task's splits
+    (`with_training_facts`); a saved editor is reused from the cache when it matches."""
     from editbench.runner import RunSpec, execute
 
     if not isinstance(target, Loaded):
         target = load(target)
+    if train_facts is not None:
+        target = Loaded(with_training_facts(target.task, train_facts, valid_facts), target.model, target.device,
+                        target.dtype)
     requests = [as_request(fact, i) for i, fact in enumerate(facts)]
     spec = RunSpec(method=method if isinstance(method, str) else method.name, task=target.task.name,
                    edits=len(requests), seed=seed, device=target.device, dtype=target.dtype, sets=dict(settings or {}))

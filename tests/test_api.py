@@ -97,3 +97,22 @@ def test_run_with_objects_and_write_false_returns_the_record(cache):
     record = editbench.run(spec, task=TinyCausalTask("gpt2"), write=False)
     assert record["task"] == "tiny-causal" and record["edits"] == 4 and "edits_file" not in record
     assert not (cache / "store").exists()
+
+
+def test_trained_editor_trains_on_the_given_facts_and_is_cached_apart(cache):
+    source = TinyCausalTask("gpt2")
+    train, valid = source.requests("train", 12, 0), source.requests("valid", 4, 0)
+    settings = dict(rank=16, train_steps=2, lm_batch_size=4, valid_every=2, valid_edits=4, init_lr=1e-3)
+    target = editbench.load(TinyCausalTask("gpt2", splits={"train": 4, "valid": 4, "eval": 4}))
+    out = editbench.edit(target, source.requests("eval", 3, 0), method="malmen", settings=settings,
+                         train_facts=train, valid_facts=valid)
+    assert out.record["task"].startswith("tiny-causal+facts-") and out.deltas
+    assert out.record["prepare_info"]["reused"] is False
+    out.revert()
+    again = editbench.edit(target, source.requests("eval", 3, 0), method="malmen", settings=settings,
+                           train_facts=train, valid_facts=valid)
+    assert again.record["prepare_info"]["reused"] is True and again.record["task"] == out.record["task"]
+    view = editbench.with_training_facts(target.task, train)
+    assert view.split_size("train") == 12 and view.split_size("eval") == 4 and view.tokenizer is target.task.tokenizer
+    with pytest.raises(EditbenchError, match="13 train facts asked for, 12 given"):
+        view.requests("train", 13, 0)
