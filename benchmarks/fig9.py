@@ -1,7 +1,9 @@
 """Fig. 9 of the MALMEN paper: time and peak memory of one meta-training step as m grows,
-memory-economic (Alg. 2) vs concatenated (MEND-style) back-propagation, on a tiny random model.
+memory-economic (Alg. 2) vs concatenated (MEND-style) back-propagation, on a tiny random model;
+and (`--phase edit`) of one edit (Alg. 1, streamed over LM batches), whose memory should stay flat.
 
     python benchmarks/fig9.py --method malmen --ms 16,64,256,1024,4096 --out fig9.csv
+    python benchmarks/fig9.py --phase edit --ms 64,4096 --out fig9-edit.csv
 
 Each point runs in a fresh process (peak resident memory is a per-process high-water mark);
 the peak is reported above the process's level just before the step. Writes a CSV and prints a
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import sys
 import time
@@ -56,16 +59,49 @@ def measure(method: str, mode: str, m: int, arch: str = "gpt2", rank: int = 1920
             "peak_mib": round(max(0.0, _rss_mib() - baseline), 1)}
 
 
-def _child(queue, *args):
-    queue.put(measure(*args))
+def measure_edit(method: str, m: int, arch: str = "gpt2", lm_batch_size: int = 64) -> dict:
+    """One edit of m requests with an untrained editor, after a warm-up edit of 16; returns its wall
+    time, the peak resident memory (`peak_mib`) and the peak above the level at its start
+    (`above_start_mib`, what the edit itself needs), both in MiB."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import points  # noqa: E402
+    from tiny import TinyCausalTask  # noqa: E402
+
+    from editbench.methods.malmen import Malmen
+    from editbench.methods.mend import Mend
+
+    torch.manual_seed(0)
+    task = TinyCausalTask(arch, splits={"eval": max(m, 16)})
+    model = task.load_model()
+    cls = {"malmen": Malmen, "mend": Mend}[method]
+    runner = points.hypernet(cls, task, model, lm_batch_size=lm_batch_size)
+    points.edit_point(runner, task, model, task.requests("eval", 16, 1))  # warm-up
+    point = points.edit_point(runner, task, model, task.requests("eval", m, 0))
+    return {**point, "mode": "edit", "tokens": int(point["cached_tokens"]), "peak_mib": point["peak_memory_bytes"] / 2**20,
+            "above_start_mib": point["peak_above_start_bytes"] / 2**20}
 
 
-def measure_isolated(*args) -> dict:
+def _child(queue, fn, *args):
+    queue.put(fn(*args))
+
+
+def measure_isolated(*args, fn=measure) -> dict:
+    """`fn(*args)` (default: a meta-step, `measure`) in a fresh process (peak memory is per process)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc = ctx.Process(target=_child, args=(queue, fn, *args))
     proc.start()
-    row = queue.get()
+    while True:  # a child that died (import error, out of memory) never answers: fail, do not hang
+        try:
+            row = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"the benchmark process of {getattr(fn, '__name__', fn)}{args} exited "
+                                   f"with code {proc.exitcode} without a result")
     proc.join()
     return row
 
@@ -73,6 +109,7 @@ def measure_isolated(*args) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="malmen", choices=["malmen", "mend"])
+    parser.add_argument("--phase", default="meta-step", choices=["meta-step", "edit"])
     parser.add_argument("--modes", default="economic,concatenated")
     parser.add_argument("--ms", default="16,64,256,1024,4096")
     parser.add_argument("--arch", default="gpt2", choices=["gpt2", "gptj", "llama"])
@@ -80,12 +117,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="fig9.csv")
     args = parser.parse_args(argv)
     rows = []
-    for mode in args.modes.split(","):
+    for mode in args.modes.split(",") if args.phase == "meta-step" else ["edit"]:
         for m in map(int, args.ms.split(",")):
-            rows.append(measure_isolated(args.method, mode, m, args.arch, args.rank))
-            print(rows[-1], flush=True)
+            if mode == "edit":
+                rows.append(measure_isolated(args.method, m, args.arch, fn=measure_edit))
+            else:
+                rows.append(measure_isolated(args.method, mode, m, args.arch, args.rank))
+            print({k: rows[-1][k] for k in FIELDS}, flush=True)
     with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     print("| " + " | ".join(FIELDS) + " |\n|" + "---|" * len(FIELDS))

@@ -31,32 +31,55 @@ class RidgeSystem:
 def ridge_system(keys: Tensor, ridge: float, dtype: torch.dtype = torch.float32, name: str = "layer") -> RidgeSystem:
     """Factor `U U^T + lambda I` for keys `[n, d]`; a singular system (lambda = 0) is a clear error."""
     n, d = keys.shape
+    _refuse_singular(n, d, ridge, name)
+    factor, info = _cholesky(keys.to(dtype).T @ keys.to(dtype), ridge)  # U U^T: [d, d]
+    if int(info) != 0 and dtype != torch.float64:
+        # Keys with outlier magnitudes (e.g. the first token's massive activations, which the
+        # cache-all-tokens ablation keeps) make U U^T + lambda I numerically indefinite in fp32.
+        factor, info = _cholesky(keys.to(torch.float64).T @ keys.to(torch.float64), ridge)
+    return _checked(factor, info, ridge, name)
+
+
+def gram_system(gram: Tensor, rows: int, ridge: float, name: str = "layer") -> RidgeSystem:
+    """Factor `U U^T + lambda I` from an accumulated `U U^T` (`[d, d]`, summed over `rows` keys),
+    as `ridge_system` does from the keys. When fp32 is numerically indefinite the fallback
+    factors the float64 copy of the fp32 sum (the keys are gone), not a float64 sum."""
+    _refuse_singular(rows, gram.shape[0], ridge, name)
+    factor, info = _cholesky(gram.clone(), ridge)
+    if int(info) != 0 and gram.dtype != torch.float64:
+        factor, info = _cholesky(gram.to(torch.float64), ridge)
+    return _checked(factor, info, ridge, name)
+
+
+def _refuse_singular(n: int, d: int, ridge: float, name: str) -> None:
     if ridge <= 0 and n < d:
         raise EditbenchError(
             f"{name}: U U^T is singular ({n} cached keys < key size {d}) and lambda = 0; "
             "the normal equation has no unique solution (use malmen, with a learned ridge)")
-    factor, info = _cholesky(keys, ridge, dtype)
-    if int(info) != 0 and dtype != torch.float64:
-        # Keys with outlier magnitudes (e.g. the first token's massive activations, which the
-        # cache-all-tokens ablation keeps) make U U^T + lambda I numerically indefinite in fp32.
-        factor, info = _cholesky(keys, ridge, torch.float64)
+
+
+def _cholesky(gram: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """Cholesky factor of `gram + ridge I` (`gram` [d, d] is modified in place)."""
+    gram.diagonal().add_(ridge)
+    return torch.linalg.cholesky_ex(gram)
+
+
+def _checked(factor: Tensor, info: Tensor, ridge: float, name: str) -> RidgeSystem:
     if int(info) != 0:
         raise EditbenchError(f"{name}: U U^T + {ridge:g} I is not positive definite (singular keys); "
                              "the normal equation has no unique solution")
     return RidgeSystem(factor, float(ridge))
 
 
-def _cholesky(keys: Tensor, ridge: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    u = keys.to(dtype)
-    gram = u.T @ u  # U U^T: [d, d]
-    gram.diagonal().add_(ridge)
-    return torch.linalg.cholesky_ex(gram)
-
-
 def normal_equation(keys: Tensor, value_diffs: Tensor, system: RidgeSystem) -> Tensor:
     """S* = D U^T (U U^T + lambda I)^{-1}: keys [n, d], value_diffs [n, d'] -> [d', d]."""
     rhs = keys.to(system.factor.dtype).T @ value_diffs.to(system.factor.dtype)  # U D^T: [d, d']
-    return system.solve(rhs).T.to(value_diffs.dtype)  # A symmetric: (A^{-1} U D^T)^T = D U^T A^{-1}
+    return solve_shift(rhs, system, value_diffs.dtype)
+
+
+def solve_shift(rhs: Tensor, system: RidgeSystem, dtype: torch.dtype) -> Tensor:
+    """S* from `rhs` = U D^T ([d, d'], possibly summed over batches of rows) -> [d', d] in `dtype`."""
+    return system.solve(rhs).T.to(dtype)  # A symmetric: (A^{-1} U D^T)^T = D U^T A^{-1}
 
 
 def normal_equation_autograd(keys: Tensor, value_diffs: Tensor, ridge: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from editbench.methods.hypernet.checkpoint import load_training_state, save_trai
 from editbench.methods.hypernet.config import HypernetConfig
 from editbench.methods.hypernet.meta import EditorSetup, MetaBatch, meta_gradient
 from editbench.methods.hypernet.network import Editor
-from editbench.methods.hypernet.shifts import compute_shifts, residual_of
+from editbench.methods.hypernet.shifts import StreamedShifts, residual_of
 from editbench.modules import add_to_weight, get_module, restore, snapshot, weight_of
 from editbench.prefix import PrefixCache
 
@@ -38,17 +38,26 @@ def meta_batch(requests: Sequence[EditRequest], seed: int) -> MetaBatch:
 
 def apply_editor(editor: Editor, task: Task, model: nn.Module, requests: Sequence[EditRequest],
                  setup: EditorSetup) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Alg. 1: cache, generate and apply the shifts in place; returns (deltas [d', d], stats)."""
+    """Alg. 1: cache, generate and apply the shifts in place; returns (deltas [d', d], stats).
+
+    Streamed over LM batches (`StreamedShifts`): each batch's keys and value gradients are turned
+    into value differences and folded into per-layer sums at once, so memory does not grow with m
+    (the paper's Fig. 9); the shifts equal `compute_shifts` over all rows. `mean_residual` is
+    measured on the first `residual_rows` (1024) cached rows of each layer.
+    """
     started = time.perf_counter()
-    cache = capture(task, model, setup.names, [(r.prompt, r.target) for r in requests], setup.answer_only,
-                    setup.lm_batch_size)
-    shifts = compute_shifts(editor, cache, setup.aggregation, setup.chunk_size, setup.solve_dtype, setup.no_reg)
+    pairs = [(r.prompt, r.target) for r in requests]
+    stream = StreamedShifts(editor, setup.aggregation, setup.chunk_size, setup.solve_dtype, setup.no_reg)
+    for start in range(0, len(pairs), setup.lm_batch_size):  # the weights change only after the last batch
+        stream.add(capture(task, model, setup.names, pairs[start:start + setup.lm_batch_size], setup.answer_only,
+                           setup.lm_batch_size))
+    shifts = stream.finish()
     deltas = {}
     for name, layer in shifts.items():
         shift = layer.shift.to(weight_of(get_module(model, name)).dtype)
         add_to_weight(get_module(model, name), shift)
         deltas[name] = shift
-    stats = {"mean_residual": residual_of(shifts), "cached_tokens": float(len(next(iter(cache.values()))[0])),
+    stats = {"mean_residual": residual_of(shifts), "cached_tokens": float(stream.rows[stream.names[0]]),
              "edit_seconds": time.perf_counter() - started}
     return deltas, stats
 
