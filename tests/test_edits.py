@@ -3,7 +3,6 @@ fresh process reproducing the post-edit scores, and the CLI (`run --save-edit`, 
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
