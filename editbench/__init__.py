@@ -13,7 +13,10 @@ Importing this package is cheap: torch is loaded only when the API is used.
 """
 from __future__ import annotations
 
+from editbench import logs as _logs
+
 __version__ = "0.1.0"
+_logs.install()  # messages of every editbench.* module: stderr, warnings and up unless -v / --debug
 
 # Public name -> the module that defines it (imported on first use).
 _LAZY = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sys
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from typing import Any
 from editbench import registry
 from editbench.config import as_dict, split_overrides
 from editbench.errors import EditbenchError
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -81,10 +83,6 @@ def artifact_dir(method: Any, task: Any, fingerprint: str) -> Path:
     return user_cache() / "artifacts" / method.name / f"{task.name}-{key}"
 
 
-def _log(message: str) -> None:
-    print(f"editbench: {message}", file=sys.stderr, flush=True)
-
-
 def check_dtype(dtype: str, device: str) -> None:
     if dtype not in DTYPES:
         raise EditbenchError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -142,7 +140,7 @@ def _start(spec: RunSpec, method: Any, task: Any, options: dict[str, Any]) -> di
 
     removed = sweep_staging(user_cache())
     if removed:
-        _log(f"removed {len(removed)} staging leftover(s) of killed writes under {user_cache()}")
+        log.info(f"removed {len(removed)} staging leftover(s) of killed writes under {user_cache()}")
     device = resolve_device(spec.device)
     check_dtype(spec.dtype, device)
     requests = options.get("requests")
@@ -226,7 +224,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     torch.manual_seed(spec.seed)
     phases = {}
 
-    _log(f"loading {task.name}")
+    log.info(f"loading {task.name}")
     with Phase(device) as phases["load"]:
         if model is None:
             model = load_model(task, device, getattr(torch, spec.dtype))
@@ -235,14 +233,14 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
                                  "(expected task.tokenizer set, e.g. by task.load_model)")
         check_weights(model, "the loaded model", hint="the model files (or their cache) are corrupt")
         fingerprint = model_fingerprint(model)
-    _log(f"preparing {method.name}")
+    log.info(f"preparing {method.name}")
     with Phase(device) as phases["prepare"]:
         prepare_info = method.prepare(task, model, artifact_dir(method, task, fingerprint)) or {}
     requests = list(requests) if requests is not None else task.requests("eval", spec.edits, spec.seed)
-    _log(f"scoring {len(requests)} requests before the edit")
+    log.info(f"scoring {len(requests)} requests before the edit")
     with Phase(device) as phases["evaluate_pre"]:
         pre = task.evaluate(model, requests)
-    _log(f"editing with {method.name} (m = {len(requests)})")
+    log.info(f"editing with {method.name} (m = {len(requests)})")
     # A kept edit (API, --save-edit) must be exactly what adding its deltas gives, in any process, and
     # must come off bit-exactly; a method writing its weights directly (FT: W' = W + ΔW only up to
     # rounding) guarantees neither. So keep W of the edited modules and re-make W' = fl(W + ΔW) below.
@@ -258,7 +256,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     if original is not None:
         with contextlib.nullcontext() if keep_undo else no_undo():
             reapply(model, original, result.deltas)
-    _log("scoring after the edit")
+    log.info("scoring after the edit")
     with Phase(device) as phases["evaluate_post"]:
         post = task.evaluate(model, requests)
 
@@ -300,7 +298,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         record["saved_edit"] = _save(spec, record, requests, result.deltas, model, task)
     if write:
         runs_file = write_run(out, record, per_edit)
-        _log(f"wrote {run_id} to {runs_file}")
+        log.info(f"wrote {run_id} to {runs_file}")
     if into is not None:
         into.append(Outcome(record, per_edit, result.deltas, model, task, method, original if keep_undo else None))
     return record
@@ -332,11 +330,11 @@ def _save(spec: RunSpec, record: dict[str, Any], requests: Any, deltas: dict[str
     folder = Path(spec.save_edit).expanduser()
     info = {**edit_info(record, requests), "edited_fingerprint": model_fingerprint(model)}
     save_edit(deltas, folder, info)
-    _log(f"saved the edit ({len(deltas)} weight shifts) to {folder}")
+    log.info(f"saved the edit ({len(deltas)} weight shifts) to {folder}")
     if spec.save_model:
         save_model(model, getattr(task, "tokenizer", None), folder / MODEL_DIR,
                    {"run_id": record["run_id"], "model_fingerprint": info["edited_fingerprint"]})
-        _log(f"saved the edited model to {folder / MODEL_DIR}")
+        log.info(f"saved the edited model to {folder / MODEL_DIR}")
     return str(folder)
 
 
