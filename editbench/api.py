@@ -209,6 +209,12 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, requests: Sequence[EditRequest]) -> list[RequestOutcome]:
         """Teacher-forced argmax of `model` on every tuple of every request."""
 
+    def extra_metrics(self, model: nn.Module, requests: Sequence[EditRequest]) -> dict[str, float | None]:
+        """Aggregate scores this task adds beside ES/GS/LS, recorded in `pre` and `post` under their
+        own names (e.g. CounterFact's probability comparisons, WikiText-2 perplexity; see
+        `editbench.metrics.TASK_METRICS`). An optional capability: none by default."""
+        return {}
+
 
 class Method(ABC):
     """An editor: optionally prepared on a task (trained, statistics), then applies m edits at once."""

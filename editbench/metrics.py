@@ -1,6 +1,6 @@
 """ES, GS, LS (the paper's Sec. 3) and the variants we add, from teacher-forced outcomes.
 
-Every metric is a fraction in [0, 1]; `DEFINITIONS` gives each a one-line definition and whether
+Every metric of `DEFINITIONS` is a fraction in [0, 1] (`drawdown` a difference of two); `DEFINITIONS` gives each a one-line definition and whether
 higher is better. Token-wise metrics average, over tuples, the fraction of answer tokens whose
 argmax is right (as the official MALMEN code); `*_exact` count a tuple only when all are right.
 `retention` pools positions instead: of all unrelated-prompt answer positions, the fraction whose
@@ -24,6 +24,34 @@ DEFINITIONS: dict[str, tuple[str, str]] = {
     "es_sequence": ("higher", "MEND's sequence-wise edit success (MALMEN Table 3): edit and equivalent prompts whose target tokens are all the argmax"),
     "drawdown": ("lower", "MEND's accuracy drawdown (MALMEN Table 3): exact-match accuracy on the unrelated prompts before minus after the edit"),
 }
+
+# Scores a task adds through `Task.extra_metrics` (recorded in `pre`/`post` beside the above), with
+# their range when it is not [0, 1]. The `cf_*` scores compare the probabilities of CounterFact's two
+# answers as MEMIT (Meng et al. 2023) reports them: P(answer) = exp(-mean token NLL of the answer after
+# the prompt); each score is the mean over records of the per-record mean over that record's prompts.
+TASK_METRICS: dict[str, tuple[str, str]] = {
+    "cf_efficacy": ("higher", "CounterFact efficacy score: fraction of edit prompts with P(new target) > P(true target)"),
+    "cf_paraphrase": ("higher", "CounterFact paraphrase score: the same over the paraphrase (equivalent) prompts"),
+    "cf_neighbourhood": ("higher", "CounterFact neighbourhood score: fraction of neighbourhood prompts with P(true target) > P(new target)"),
+    "cf_efficacy_magnitude": ("higher", "mean of P(new target) - P(true target) over the edit prompts"),
+    "cf_paraphrase_magnitude": ("higher", "the same over the paraphrase prompts"),
+    "cf_neighbourhood_magnitude": ("higher", "mean of P(true target) - P(new target) over the neighbourhood prompts"),
+    "ppl": ("lower", "WikiText-2 perplexity: exp(mean NLL) of the first `ppl_tokens` tokens of the test file, "
+                     "in windows of min(512, context) tokens (the task option `ppl_tokens`; 0 disables it)"),
+}
+# Metrics whose values are not fractions in [0, 1]: (lowest, highest) allowed in a record.
+RANGES: dict[str, tuple[float, float]] = {
+    "drawdown": (-1.0, 1.0),
+    "cf_efficacy_magnitude": (-1.0, 1.0),
+    "cf_paraphrase_magnitude": (-1.0, 1.0),
+    "cf_neighbourhood_magnitude": (-1.0, 1.0),
+    "ppl": (1.0, float("inf")),
+}
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """(lowest, highest) value metric `name` can take in a record ((0, 1) for a fraction)."""
+    return RANGES.get(name, (0.0, 1.0))
 
 
 def token_accuracy(outcome: TupleOutcome) -> float:

@@ -10,7 +10,8 @@ and renaming it (under an advisory lock), so a crash never leaves a half-written
 failed run leaves no file at all. A corrupt line, or a record that does not follow the schema
 below (`check_record`), is skipped with a warning naming the file and the line when reading.
 
-Record schema (at least these keys; metrics are fractions in [0, 1], null when not available):
+Record schema (at least these keys; metrics are fractions in [0, 1] unless `editbench.metrics.RANGES`
+says otherwise (perplexity, differences), null when not available):
     {"run_id", "timestamp", "method", "task", "edits", "seed",
      "config": {"method": {...}, "task": {...}},
      "pre": {"es", "gs", "ls", "retention", "es_exact", "gs_exact", "ls_exact"}, "post": {...},
@@ -87,6 +88,8 @@ def remove_created(folders: list[Path]) -> None:
 
 def check_record(record: Any) -> str | None:
     """Why `record` is not a usable run record (None when it is): the keys the leaderboards read."""
+    from editbench.metrics import metric_range
+
     if not isinstance(record, dict):
         return "not a JSON object"
     for key in ("method", "task"):
@@ -105,9 +108,11 @@ def check_record(record: Any) -> str | None:
         for key, value in metrics.items():
             if value is None:
                 continue
+            low, high = metric_range(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not 0.0 <= value <= 1.0:
-                return f"{side}.{key} is {value!r}, expected a fraction in [0, 1] or null"
+                    or not low <= value <= high:
+                expected = "a fraction in [0, 1]" if (low, high) == (0.0, 1.0) else f"a number in [{low:g}, {high:g}]"
+                return f"{side}.{key} is {value!r}, expected {expected} or null"
     for key in ("train_seconds", "edit_seconds", "peak_memory_bytes"):
         value = record.get(key)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)

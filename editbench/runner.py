@@ -8,7 +8,9 @@ method's statistics stops the run with one line (`NonFiniteError`, exit 2) and n
 `run` / `execute` accept already-built `method`, `task` and `model` objects and the facts to edit
 (`requests`) instead of names and a sampled split (as lm-evaluation-harness's `simple_evaluate`
 accepts a model object); `write=False` returns the record without writing it; `spec.save_edit`
-keeps the edit (`editbench.edits`).
+keeps the edit (`editbench.edits`). `spec.rounds` > 1 edits T rounds of m facts one after the other
+on the same model (`editbench.sequential`); the run is scored on all T·m facts. Beside ES/GS/LS,
+`pre`/`post` hold the task's own scores (`Task.extra_metrics`: CounterFact's, perplexity).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class RunSpec:
     own_data: bool = False  # accept local data files whose sha256 differs from DATA.md (recorded)
     save_edit: str | None = None  # folder for the edit's deltas + sidecar (`editbench.edits.save_edit`)
     save_model: bool = False  # also `save_pretrained` the edited model into <save_edit>/model
+    rounds: int = 1  # sequential editing: `rounds` rounds of `edits` facts on the same model (`editbench.sequential`)
+    eval_each_round: bool = False  # with rounds > 1, also score the facts edited so far after each round
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class Outcome:
     task: Any
     method: Any
     original: dict[str, Any] | None = None  # with keep_undo: {module: W [d_out, d_in]} before the edit
+    round_deltas: list[dict[str, Any]] | None = None  # per round {module: ΔW}; `deltas` is their sum
 
 
 def resolve_device(device: str) -> str:
@@ -146,6 +151,12 @@ def _start(spec: RunSpec, method: Any, task: Any, options: dict[str, Any]) -> di
     requests = options.get("requests")
     if requests is None and spec.edits < 1:
         raise EditbenchError(f"--edits {spec.edits} must be at least 1")
+    if spec.rounds < 1:
+        raise EditbenchError(f"--rounds {spec.rounds} must be at least 1")
+    if requests is not None and spec.rounds > 1:
+        from editbench.sequential import split_rounds
+
+        split_rounds(list(requests), spec.rounds)  # facts given must cut into equal rounds
     if requests is not None and not requests:
         raise EditbenchError("no facts to edit (expected at least one request)")
     check_data_dir(spec.data_dir)
@@ -199,6 +210,9 @@ def _build(spec: RunSpec, method: Any = None, task: Any = None,
         task = registry.create("task", spec.task, task_sets, data_dir=spec.data_dir)
     if sampled:
         available = task.split_size("eval")
+        if spec.rounds > 1 and spec.edits * spec.rounds > available:
+            raise EditbenchError(f"--edits {spec.edits} x --rounds {spec.rounds} = {spec.edits * spec.rounds} facts is "
+                                 f"larger than the eval split of {task.name} ({available} requests)")
         if spec.edits > available:
             raise EditbenchError(f"--edits {spec.edits} is larger than the eval split of {task.name} ({available} requests)")
     return method, task, preset_name, preset
@@ -220,6 +234,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     from editbench.modules import no_undo, snapshot
     from editbench.provenance import device_name, git_commit, model_fingerprint, versions
     from editbench.results import write_run
+    from editbench.sequential import combined_phase, edit_rounds, round_records, split_rounds
 
     torch.manual_seed(spec.seed)
     phases = {}
@@ -236,29 +251,45 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     log.info(f"preparing {method.name}")
     with Phase(device) as phases["prepare"]:
         prepare_info = method.prepare(task, model, artifact_dir(method, task, fingerprint)) or {}
-    requests = list(requests) if requests is not None else task.requests("eval", spec.edits, spec.seed)
+    # Sequential editing: the T·m facts are drawn once and cut in order into T disjoint rounds.
+    requests = list(requests) if requests is not None else task.requests("eval", spec.edits * spec.rounds, spec.seed)
+    rounds = split_rounds(requests, spec.rounds)
     log.info(f"scoring {len(requests)} requests before the edit")
     with Phase(device) as phases["evaluate_pre"]:
         pre = task.evaluate(model, requests)
-    log.info(f"editing with {method.name} (m = {len(requests)})")
+        pre_extra = task.extra_metrics(model, requests)
+    log.info(f"editing with {method.name} (m = {len(rounds[0])}" + (f", {len(rounds)} rounds)" if len(rounds) > 1 else ")"))
     # A kept edit (API, --save-edit) must be exactly what adding its deltas gives, in any process, and
     # must come off bit-exactly; a method writing its weights directly (FT: W' = W + ΔW only up to
     # rounding) guarantees neither. So keep W of the edited modules and re-make W' = fl(W + ΔW) below.
     original = snapshot(model, method.modules(task, model)) if keep_undo or spec.save_edit is not None else None
-    # A benchmark run never takes its edit back: it keeps nothing to undo it (unless asked to).
-    with Phase(device) as phases["edit"], (contextlib.nullcontext() if keep_undo else no_undo()):
-        result = method.edit(task, model, requests)
     hint = f"{method.name}'s settings or --dtype {spec.dtype} make the edit diverge (see `editbench list {method.name}`)"
-    for name, delta in result.deltas.items():
-        check_finite(delta, "weight shift", f"{method.name} edit", layer=name, hint=hint)
-    check_weights(model, f"the weights after the {method.name} edit", hint=hint)
-    check_stats(dict(result.stats), f"{method.name} edit statistics", hint=hint)
+
+    def check_round(result: Any, number: int) -> None:
+        phase = f"{method.name} edit" + (f" (round {number})" if len(rounds) > 1 else "")
+        for name, delta in result.deltas.items():
+            check_finite(delta, "weight shift", phase, layer=name, hint=hint)
+        check_weights(model, f"the weights after the {phase}", hint=hint)
+        check_stats(dict(result.stats), f"{phase} statistics", hint=hint)
+
+    def score_so_far(edited: list[Any]) -> dict[str, Any]:
+        log.info(f"scoring the {len(edited)} facts edited so far")
+        before = pre[:len(edited)]  # rounds are cut in order: the facts edited so far come first
+        return {**aggregate(task.evaluate(model, edited), before), **task.extra_metrics(model, edited)}
+
+    # A benchmark run never takes its edit back: it keeps nothing to undo it (unless asked to).
+    edited = edit_rounds(method, task, model, rounds, device, check_round,
+                         score_so_far if spec.eval_each_round and len(rounds) > 1 else None,
+                         undo=contextlib.nullcontext if keep_undo else no_undo)
+    result = edited.rounds[-1].result
+    phases["edit"] = combined_phase([done.phase for done in edited.rounds])
     if original is not None:
         with contextlib.nullcontext() if keep_undo else no_undo():
-            reapply(model, original, result.deltas)
+            reapply(model, original, edited.deltas)
     log.info("scoring after the edit")
     with Phase(device) as phases["evaluate_post"]:
         post = task.evaluate(model, requests)
+        post_extra = task.extra_metrics(model, requests)
 
     run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{method.name}-{task.name}-{len(requests)}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
     record = {
@@ -266,21 +297,23 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "method": method.name,
         "task": task.name,
-        "edits": len(requests),
+        "edits": len(rounds[0]),
         "seed": spec.seed,
         "dtype": spec.dtype,
         "config": {"method": as_dict(method.config), "task": as_dict(task.config)},
         "overrides": dict(spec.sets),
         "preset": {"name": preset_name, "settings": preset},
-        "pre": aggregate(pre),
-        "post": aggregate(post, pre),
+        "rounds": len(rounds),
+        "pre": {**aggregate(pre), **pre_extra},
+        "post": {**aggregate(post, pre), **post_extra},
         "train_seconds": phases["prepare"].seconds,
         "edit_seconds": phases["edit"].seconds,
         "peak_memory_bytes": phases["edit"].peak_memory_bytes,
         "phases": {name: dataclasses.asdict(stats) for name, stats in phases.items()},
         "method_stats": dict(result.stats),
+        "per_round": round_records(edited),
         "prepare_info": prepare_info,
-        "delta_norms": {name: float(delta.float().norm()) for name, delta in result.deltas.items()},
+        "delta_norms": {name: float(delta.float().norm()) for name, delta in edited.deltas.items()},
         "device": device_name(device),
         "versions": versions(),
         "commit": git_commit(),
@@ -288,19 +321,23 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         "data_sha256": {name: sha256_of(path) for name, path in task.data_files().items()},
         "own_data": own_data_enabled(),
     }
+    if spec.eval_each_round and len(rounds) > 1:
+        record["per_round"][-1]["scores"] = record["post"]  # after the last round: the run's own scores
     decode = text_decoder(task, model)
+    round_of = [number for number, chunk in enumerate(rounds, start=1) for _ in chunk]
     per_edit = [
-        {"request": r.to_dict(), "pre": request_metrics(a), "post": request_metrics(b, a),
+        {"request": r.to_dict(), "round": number, "pre": request_metrics(a), "post": request_metrics(b, a),
          "pre_outcome": outcome_dict(a, decode), "post_outcome": outcome_dict(b, decode)}
-        for r, a, b in zip(requests, pre, post)
+        for r, number, a, b in zip(requests, round_of, pre, post)
     ]
     if spec.save_edit is not None:
-        record["saved_edit"] = _save(spec, record, requests, result.deltas, model, task)
+        record["saved_edit"] = _save(spec, record, requests, edited.deltas, model, task)
     if write:
         runs_file = write_run(out, record, per_edit)
         log.info(f"wrote {run_id} to {runs_file}")
     if into is not None:
-        into.append(Outcome(record, per_edit, result.deltas, model, task, method, original if keep_undo else None))
+        into.append(Outcome(record, per_edit, edited.deltas, model, task, method, original if keep_undo else None,
+                            [dict(done.result.deltas) for done in edited.rounds]))
     return record
 
 
