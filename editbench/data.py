@@ -16,8 +16,8 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import os
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 
 from editbench.errors import EditbenchError
 from editbench.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,7 @@ def resolve(spec: DataFile, data_dir: str | Path | None = None, download: bool =
         candidate = folder / spec.path
         if candidate.is_file():
             if candidate == cached and sha256_of(candidate) != spec.sha256 and download:
-                print(f"editbench: warning: cached {candidate} does not match its sha256: downloading it again",
-                      file=sys.stderr)
+                log.warning(f"cached {candidate} does not match its sha256: downloading it again")
                 break
             return verify(spec, candidate)
     else:
@@ -147,7 +148,7 @@ def fetch(spec: DataFile, target: Path) -> Path:
 
     url = _source_url(spec)
     mirrored = url != spec.url
-    print(f"editbench: downloading {spec.path} from {url}", file=sys.stderr)
+    log.info(f"downloading {spec.path} from {url}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None

@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from editbench.errors import CorruptArtifact
+
+log = logging.getLogger(__name__)
 
 MANIFEST = ".manifest.json"
 CHECKSUM_KEY = "checksum"
@@ -255,4 +257,4 @@ def usable_folder(folder: Path, adopt_legacy: str | None = None) -> bool:
 
 
 def warn(message: str) -> None:
-    print(f"editbench: warning: {message}", file=sys.stderr, flush=True)
+    log.warning(message)

@@ -1,12 +1,17 @@
 """Methods and tasks are found through the entry-point groups `editbench.methods` / `editbench.tasks`.
 
 Built-ins register exactly like third-party plug-ins (see pyproject.toml). Entry points are lazy:
-a plug-in's module is imported only when it is used, so `editbench --help` stays fast.
+a plug-in's module is imported only when it is used, so `editbench --help` stays fast, and
+`editbench list` reads each plug-in's one-line `description` from its source without importing it.
 """
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib.util
+import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from editbench.errors import EditbenchError
@@ -45,14 +50,70 @@ def load(kind: str, name: str) -> type:
 
 
 def describe(kind: str) -> list[tuple[str, str]]:
-    """(name, one-line description) of every registered plug-in of `kind`."""
+    """(name, one-line description) of every registered plug-in of `kind`.
+
+    The description is read from the class's source (`description = "..."`, else its docstring's
+    first line) without importing the plug-in (nor torch); a plug-in whose class gives neither as a
+    literal is imported to ask it."""
     rows = []
-    for name in available(kind):
-        try:
-            rows.append((name, load(kind, name).description or ""))
-        except EditbenchError as exc:
-            rows.append((name, f"unavailable: {exc}"))
+    for name, ep in available(kind).items():
+        module, _, attr = ep.value.partition(":")
+        text = source_description(module.strip(), attr.strip())
+        if text is None:
+            try:
+                text = load(kind, name).description or ""
+            except EditbenchError as exc:
+                text = f"unavailable: {exc}"
+        rows.append((name, text))
     return rows
+
+
+def _find_source(module: str) -> Any:
+    """The module spec of `module`, found without importing it or its parent packages (but the first)."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+        for depth in range(len(rest)):
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            name = ".".join([top, *rest[: depth + 1]])
+            path = list(spec.submodule_search_locations)
+            # Ask the import system's finders (an editable install maps packages to other folders).
+            spec = next(filter(None, (getattr(finder, "find_spec", lambda *_: None)(name, path)
+                                      for finder in sys.meta_path)), None)
+    except (ImportError, ValueError):
+        return None
+    return spec
+
+
+def source_description(module: str, attr: str, hops: int = 4) -> str | None:
+    """The literal `description` of class `attr` in `module`'s source (following `from x import attr`
+    re-exports up to `hops` times), else its docstring's first line; None when neither is found."""
+    spec = _find_source(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    package = module if spec.submodule_search_locations else module.rpartition(".")[0]
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == attr:
+            for stmt in node.body:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+                value = getattr(stmt, "value", None)
+                if (any(isinstance(t, ast.Name) and t.id == "description" for t in targets)
+                        and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                    return value.value
+            doc = ast.get_docstring(node)
+            return doc.strip().splitlines()[0] if doc else None
+        if isinstance(node, ast.ImportFrom) and hops > 0:
+            for alias in node.names:
+                if (alias.asname or alias.name) == attr:
+                    source = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                        if node.level else node.module
+                    return source_description(source, alias.name, hops - 1) if source else None
+    return None
 
 
 def create(kind: str, name: str, overrides: dict[str, Any] | None = None, **kwargs) -> Any:

@@ -147,3 +147,70 @@ def test_help_is_fast_and_has_examples(plugin_env):
     check = subprocess.run([sys.executable, "-c", "import sys, editbench.cli; print('torch' in sys.modules)"],
                            capture_output=True, text=True, env=plugin_env)
     assert check.stdout.strip() == "False"
+
+
+def test_list_imports_no_plugin_nor_torch_and_is_fast(plugin_env):
+    code = ("import sys, time; from editbench.cli import main; t = time.perf_counter(); "
+            "main(['list'], standalone_mode=False); "
+            "print('SECONDS', time.perf_counter() - t); "
+            "print('LOADED', 'torch' in sys.modules, any(m.startswith(('editbench.methods.', 'editbench.tasks.')) "
+            "for m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plugin_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "LOADED False False" in lines, proc.stdout
+    assert float(next(line for line in lines if line.startswith("SECONDS")).split()[1]) < 1.0
+    # descriptions come from the source without importing: the same text the classes carry
+    assert "  malmen-no-reg        MALMEN ablation: lambda = 0" in proc.stdout
+    assert "plugin-scale" in proc.stdout and "plug-in method: scale the edited weights by 0.99" in proc.stdout
+
+
+def test_list_descriptions_match_the_classes():
+    from editbench.registry import available, describe, load
+
+    for kind in ("method", "task"):
+        assert describe(kind) == [(name, load(kind, name).description) for name in available(kind)]
+
+
+@pytest.fixture
+def cli_runner(monkeypatch):
+    import logging
+
+    from click.testing import CliRunner
+
+    from editbench.logs import set_level
+
+    monkeypatch.setenv("EDITBENCH_DATA", str(data_dir()))
+    yield CliRunner()
+    set_level(logging.WARNING)
+
+
+MISSING_MODEL = ["run", "--task", "zsre-smollm2", "--set", "model=/no/such/model"]
+
+
+def test_default_shows_only_the_error_and_verbose_shows_progress(cli_runner, tmp_path):
+    from editbench.cli import main
+
+    quiet = cli_runner.invoke(main, [*MISSING_MODEL, "--out", str(tmp_path / "a")])
+    assert quiet.exit_code == 2 and quiet.stderr.strip().splitlines() == [
+        "editbench: error: model path '/no/such/model' does not exist"]
+    verbose = cli_runner.invoke(main, ["-v", *MISSING_MODEL, "--out", str(tmp_path / "b")])
+    assert verbose.exit_code == 2
+    assert verbose.stderr.strip().splitlines() == ["editbench: loading zsre-smollm2",
+                                                   "editbench: error: model path '/no/such/model' does not exist"]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_debug_gives_the_traceback_instead_of_one_line(cli_runner, tmp_path):
+    from editbench.cli import main
+    from editbench.errors import EditbenchError
+
+    result = cli_runner.invoke(main, ["--debug", *MISSING_MODEL, "--out", str(tmp_path / "a")])
+    assert isinstance(result.exception, EditbenchError) and "does not exist" in str(result.exception)
+    assert result.exit_code == 1 and "editbench: error:" not in result.stderr
+    assert "editbench: loading zsre-smollm2" in result.stderr  # DEBUG shows the INFO messages too
+    proc = subprocess.run([sys.executable, "-m", "editbench.cli", "--debug", *MISSING_MODEL, "--out",
+                           str(tmp_path / "b")], capture_output=True, text=True,
+                          env=dict(os.environ, EDITBENCH_DATA=str(data_dir())), timeout=300)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("EditbenchError: model path '/no/such/model' does not exist")

@@ -320,7 +320,7 @@ def test_quick_start_writes_to_the_personal_store_not_results(cache_env, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (work / "results").exists()
     store = tmp_path / "home" / ".local" / "share" / "editbench" / "results"
-    assert len(records(store)) == 1 and str(store / "runs.jsonl") in proc.stderr
+    assert len(records(store)) == 1 and str(store / "runs.jsonl") in proc.stdout  # the run says where it is recorded
     proc = editbench(dict(cache_env, EDITBENCH_RESULTS=str(tmp_path / "mine")), "run", "--method", "ft",
                      "--task", "fault-tiny", "--edits", "2", cwd=work)
     assert proc.returncode == 0 and len(records(tmp_path / "mine")) == 1

@@ -13,7 +13,7 @@ and GS uses the rephrases.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,8 @@ from editbench.tasks.common.sampling import sample, split_records
 from editbench.tasks.common.scoring import score_tuples
 from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.fever.data import FEVER_DEV, LABELS, Claim, load_claims, to_request
+
+log = logging.getLogger(__name__)
 
 LOCAL_SPLITS = {"prep": 2666, "train": 2000, "valid": 300, "eval": 1200, "unrelated": 500}
 PAPER_HELD_OUT = {"valid": 1000, "unrelated": 1000}
@@ -89,8 +91,8 @@ class FeverTask(SplitRequests, ClassifierTask):
             self._files = {p: Path(p) for p in (cfg.train_path, cfg.eval_path) if Path(p).is_file()}
         else:
             if self.paper_tier:
-                print(f"editbench: {self.name}: no paper FEVER split given (--set train_path=FILE eval_path=FILE); "
-                      f"using the local paper_dev claims (no rephrases: GS not available)", file=sys.stderr)
+                log.warning(f"{self.name}: no paper FEVER split given (--set train_path=FILE eval_path=FILE); "
+                            f"using the local paper_dev claims (no rephrases: GS not available)")
             path = resolve(FEVER_DEV, self.data_dir)
             self._files = {FEVER_DEV.path: path}
             self._splits = split_records(load_claims(path), LOCAL_SPLITS, seed=cfg.seed)
@@ -141,8 +143,8 @@ class FeverTask(SplitRequests, ClassifierTask):
         model = FirstTokenClassifier(bert, len(LABELS))
         prep = self._load()["prep"]
         prep = prep[: cfg.prepare_size] if cfg.prepare_size > 0 else prep
-        print(f"editbench: preparing {self.name}: fine-tuning {model_id} on {len(prep)} claims "
-              f"({cfg.prepare_epochs} epochs, Adam lr {cfg.prepare_lr}); cached in {folder}", file=sys.stderr)
+        log.info(f"preparing {self.name}: fine-tuning {model_id} on {len(prep)} claims "
+                 f"({cfg.prepare_epochs} epochs, Adam lr {cfg.prepare_lr}); cached in {folder}")
         losses = finetune(self, model, [(c.text, c.label) for c in prep], cfg.prepare_lr, cfg.prepare_epochs,
                           cfg.prepare_batch_size, cfg.seed, device)
         model.eval()

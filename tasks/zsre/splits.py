@@ -8,7 +8,7 @@ deterministically by position; `extra_unrelated` adds that many NQ-open tuples t
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from editbench.tasks.common.records import read_records
 from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.zsre.data import TARGETS, ZSRE_800, ZsreFact, parse_fact, to_request
+
+log = logging.getLogger(__name__)
 
 # The 800 local records, split once (seed 0): editor training, validation, evaluation.
 EMBEDDED_SPLITS = {"train": 500, "valid": 100, "eval": 200}
@@ -103,14 +105,14 @@ class ZsreTask(SplitRequests):
             self._files.update({p: Path(p) for p in (cfg.train_path, cfg.eval_path) if Path(p).is_file()})
         else:
             if self.paper_tier:
-                print(f"editbench: {self.name}: no paper-scale zsRE split given (--set train_path=FILE "
-                      f"eval_path=FILE); using the embedded 800-record split (500/100/200)", file=sys.stderr)
+                log.warning(f"{self.name}: no paper-scale zsRE split given (--set train_path=FILE "
+                            f"eval_path=FILE); using the embedded 800-record split (500/100/200)")
             path = resolve(ZSRE_800, self.data_dir)
             self._files[ZSRE_800.path] = path
             # Split before dropping records without `alt`, so that both targets share the same splits.
             splits = split_records(self._requests(self._facts(str(path), "train"), "zsre"), EMBEDDED_SPLITS, seed=0)
         skipped = sum(r is None for part in splits.values() for r in part)
         if skipped:
-            print(f"editbench: {self.name}: {skipped} record(s) without 'alt' skipped (target=alt)", file=sys.stderr)
+            log.warning(f"{self.name}: {skipped} record(s) without 'alt' skipped (target=alt)")
         self._splits = {name: [r for r in part if r is not None] for name, part in splits.items()}
         return self._splits
