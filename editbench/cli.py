@@ -69,7 +69,13 @@ def main(verbose: bool, debug: bool) -> None:
                    "facts, scores) in this folder, for `editbench apply`")
 @click.option("--save-model", is_flag=True,
               help="with --save-edit DIR: also save the edited model (save_pretrained) into DIR/model")
-def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets, save_edit, save_model) -> None:
+@click.option("--rounds", default=1, show_default=True, type=int,
+              help="sequential editing: ROUNDS rounds of EDITS facts each on the same model, each round edited on top "
+                   "of the previous ones; scored on all ROUNDS x EDITS facts after the last round")
+@click.option("--eval-each-round", is_flag=True,
+              help="with --rounds: also score the facts edited so far after each round (the record's per_round)")
+def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets, save_edit, save_model,
+        rounds, eval_each_round) -> None:
     """Prepare METHOD on TASK, edit EDITS requests at once, score before/after and record the run."""
     from editbench.config import parse_sets
     from editbench.results import default_store
@@ -77,12 +83,21 @@ def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets,
 
     record = run_spec(RunSpec(method=method, task=task, edits=edits, seed=seed, device=device, dtype=dtype,
                               out=out, sets=parse_sets(sets), data_dir=data_dir, own_data=own_data,
-                              save_edit=save_edit, save_model=save_model))
+                              save_edit=save_edit, save_model=save_model, rounds=rounds,
+                              eval_each_round=eval_each_round))
     pre, post = record["pre"], record["post"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    click.echo(f"{record['method']} on {record['task']}, m = {record['edits']}, seed {record['seed']}")
-    for key in ("es", "gs", "ls", "retention"):
+    rounds = record.get("rounds", 1)
+    click.echo(f"{record['method']} on {record['task']}, m = {record['edits']}"
+               + (f" x {rounds} rounds" if rounds > 1 else "") + f", seed {record['seed']}")
+    from editbench.metrics import TASK_METRICS
+
+    for key in ("es", "gs", "ls", "retention", *(k for k in TASK_METRICS if k in post)):
         click.echo(f"  {key:<10} {fmt(pre[key])} -> {fmt(post[key])}")
+    for row in record.get("per_round", []) if rounds > 1 else []:
+        scores = row.get("scores", {})
+        shown = ", ".join(f"{k} {fmt(scores[k])}" for k in ("es", "gs", "ls") if k in scores)
+        click.echo(f"  round {row['round']}: edit {row['edit_seconds']:.1f} s" + (f"; {shown}" if shown else ""))
     click.echo(f"  train {record['train_seconds']:.1f} s, edit {record['edit_seconds']:.1f} s, "
                f"edit peak memory {record['peak_memory_bytes'] / 2**30:.2f} GiB")
     for key, value in sorted(record["method_stats"].items()):
