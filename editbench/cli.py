@@ -229,16 +229,20 @@ def apply(task, edit_dir, out_model, revert, force, score, device, dtype, data_d
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="the curated results store (a missing or empty folder is an error: tables are never rewritten from it)")
 @click.option("--out", default="leaderboards", show_default=True, type=click.Path(file_okay=False))
-@click.option("--check", is_flag=True, help="exit 1 if the tables in --out differ from what the results give, or the results hold dirty-tree runs")
+@click.option("--check", is_flag=True,
+              help="exit 1 if the tables, the data behind the plots or the HTML page in --out differ from what the "
+                   "results give, or the results hold dirty-tree runs")
 def leaderboard(results_dir, out, check) -> None:
-    """Render markdown leaderboards per task from the results store."""
+    """Render the leaderboards from the results store: per task a markdown table (m as a dimension),
+    plots (SVG + their data as CSV), the paper comparison and one HTML page."""
     from editbench import leaderboard as lb
+    from editbench import report
     from editbench.results import read_runs
 
     records = read_runs(Path(results_dir))
-    files = lb.render(records)
     if check:
-        stale = lb.check(files, Path(out))
+        files = report.render(records, draw=False)  # SVGs are checked by the data they name
+        stale = report.check(files, Path(out))
         dirty = lb.committed(records)[1]
         if dirty:
             click.echo(f"editbench: {results_dir} holds {dirty} run(s) from a dirty or unknown tree "
@@ -250,8 +254,9 @@ def leaderboard(results_dir, out, check) -> None:
             sys.exit(1)
         click.echo(f"leaderboards up to date ({len(files)} files)")
         return
-    lb.write(files, Path(out))
-    click.echo(f"wrote {len(files)} tables to {out}/")
+    files = report.render(records)
+    report.write(files, Path(out))
+    click.echo(f"wrote {len(files)} files to {out}/ (tables, plots and their data, paper.md, index.html)")
 
 
 if __name__ == "__main__":

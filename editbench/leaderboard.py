@@ -1,42 +1,59 @@
-"""Markdown leaderboards per task from the results store (pandas + tabulate).
+"""The leaderboards' core: which runs are one experiment, and their statistics.
 
-Only runs of the same experiment are pooled: one row per (edits, method, resolved config, dtype,
-device, model, data, commit), mean ± std over its runs (seeds). Fields that do not change results
-(`IGNORED`: the scoring batch size, and the method's `seed`, which follows the run seed) do not
-split rows. A row's label names what sets it apart from the other rows of its method. Runs from a
-dirty or unknown tree are never shown (skipped with a warning; `editbench leaderboard --check`
-fails on them). Each table opens every block of edits with the unedited model's scores.
+Only runs of the same experiment are pooled: one row per (edits m, rounds, method, resolved config,
+dtype, device, model, data, commit), mean ± std over its runs (seeds). Fields that do not change
+results (`IGNORED`: the scoring batch size, and the method's `seed`, which follows the run seed) do
+not split rows; a method field that follows the run's m (a trained editor's training m, when no
+preset or `--set` gives it) is shown as `m`, so the same experiment at several m keeps one label
+(one line in the plots). A row's label names what sets it apart from the other rows of its method.
+Runs from a dirty or unknown tree are never shown (skipped with a warning; `editbench leaderboard
+--check` fails on them). Every block of one m (and rounds) opens with the unedited model's scores.
 
-`COLUMNS` declares each column's direction; the best value of each column (per number of edits)
-is marked in bold. Rendering is deterministic, so CI can regenerate the tables from the committed
-results and compare (`editbench leaderboard --check`).
+`COLUMNS` declares each column's record path, direction, format and heading; optional columns
+(CounterFact probability scores, perplexity, the mean residual) appear only where a task's runs
+have them. Rendering lives in `editbench.report` (tables, plot data, plots, HTML page).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
-from editbench.metrics import DEFINITIONS
+UNEDITED = "unedited"
 
-# column -> (record path, "higher"/"lower" is better, format, heading)
-COLUMNS: dict[str, tuple[tuple[str, ...], str, str, str]] = {
-    "es": (("post", "es"), "higher", "{:.3f}", "ES"),
-    "gs": (("post", "gs"), "higher", "{:.3f}", "GS"),
-    "ls": (("post", "ls"), "higher", "{:.3f}", "LS"),
-    "retention": (("post", "retention"), "higher", "{:.3f}", "retention"),
-    "es_exact": (("post", "es_exact"), "higher", "{:.3f}", "ES exact"),
-    "one_off": (("one_off",), "lower", "{:.1f}", "one-off s"),
-    "edit_seconds": (("edit_seconds",), "lower", "{:.1f}", "edit s"),
-    "peak_gib": (("peak_memory_bytes",), "lower", "{:.2f}", "edit peak GiB"),
+
+class Column(NamedTuple):
+    """One leaderboard column: where a run keeps it, which way is better, how it is shown."""
+    path: tuple[str, ...]  # path in the record (post-edit side for metrics)
+    direction: str  # "higher" or "lower" is better
+    fmt: str
+    heading: str
+    optional: bool = False  # shown only when some run of the task has it
+    baseline: bool = False  # the unedited row has it too (read from `pre`)
+
+
+COLUMNS: dict[str, Column] = {
+    "es": Column(("post", "es"), "higher", "{:.3f}", "ES", baseline=True),
+    "gs": Column(("post", "gs"), "higher", "{:.3f}", "GS", baseline=True),
+    "ls": Column(("post", "ls"), "higher", "{:.3f}", "LS", baseline=True),
+    "retention": Column(("post", "retention"), "higher", "{:.3f}", "retention", baseline=True),
+    "es_exact": Column(("post", "es_exact"), "higher", "{:.3f}", "ES exact", baseline=True),
+    "cf_efficacy": Column(("post", "cf_efficacy"), "higher", "{:.3f}", "CF efficacy", True, True),
+    "cf_paraphrase": Column(("post", "cf_paraphrase"), "higher", "{:.3f}", "CF paraphrase", True, True),
+    "cf_neighbourhood": Column(("post", "cf_neighbourhood"), "higher", "{:.3f}", "CF neighbourhood", True, True),
+    "ppl": Column(("post", "ppl"), "lower", "{:.2f}", "ppl", True, True),
+    "one_off": Column(("one_off",), "lower", "{:.1f}", "one-off s"),
+    "edit_seconds": Column(("edit_seconds",), "lower", "{:.1f}", "edit s"),
+    "peak_gib": Column(("peak_memory_bytes",), "lower", "{:.2f}", "edit peak GiB"),
+    "mean_residual": Column(("method_stats", "mean_residual"), "lower", "{:.3g}", "mean residual", True),
 }
-METRICS = ("es", "gs", "ls", "retention", "es_exact")  # the columns the unedited row has (from `pre`)
 # (config part, field) that never split a group: scoring batch size; the method seed follows the
 # run seed (each seed of a trained editor is an independently trained editor, see `spread`).
 IGNORED = {("task", "batch_size"), ("method", "seed")}
-UNEDITED = "unedited"
+FOLLOWS_M = "m"  # the shown value of a method field that follows the run's number of edits
+
+Stats = tuple[float, float, int]  # (mean, std, count of known values); count 0: not available
 
 
 def is_dirty(record: dict[str, Any]) -> bool:
@@ -50,6 +67,21 @@ def committed(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     records = list(records)
     clean = [r for r in records if not is_dirty(r)]
     return clean, len(records) - len(clean)
+
+
+def warn_dirty(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The committed runs of `records`, with a warning on stderr naming how many were skipped."""
+    clean, skipped = committed(records)
+    if skipped:
+        print(f"editbench: warning: skipping {skipped} run(s) from a dirty or unknown tree (commit null or "
+              "'-dirty'): re-run them from a clean commit", file=sys.stderr)
+    return clean
+
+
+def rounds(record: dict[str, Any]) -> int:
+    """Rounds of sequential editing (1: one batch of m edits, the default and older records)."""
+    value = record.get("rounds")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def one_off_seconds(record: dict[str, Any]) -> float | None:
@@ -68,31 +100,39 @@ def one_off_seconds(record: dict[str, Any]) -> float | None:
     return None
 
 
-def _get(record: dict[str, Any], path: tuple[str, ...]) -> float | None:
+def value(record: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    """The number at `path` in `record` (`("one_off",)`: `one_off_seconds`; peak memory in GiB)."""
     if path == ("one_off",):
         return one_off_seconds(record)
-    value: Any = record
+    found: Any = record
     for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    if value is None:
+        found = found.get(key) if isinstance(found, dict) else None
+    if not isinstance(found, (int, float)) or isinstance(found, bool):
         return None
-    return float(value) / 2**30 if path == ("peak_memory_bytes",) else float(value)
+    return float(found) / 2**30 if path == ("peak_memory_bytes",) else float(found)
 
 
-def _short_hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def settings(record: dict[str, Any]) -> dict[str, str]:
     """Everything that makes two runs of a method the same experiment, as display strings:
     `method.KEY` / `task.KEY` of the resolved configs (less `IGNORED`), dtype, device, model,
-    data and commit."""
+    data and commit. A method field equal to the run's m that no preset or `--set` gave follows
+    the run's m (`FOLLOWS_M`)."""
     out = {}
     config = record.get("config") or {}
+    given = set((record.get("overrides") or {})) | set(((record.get("preset") or {}).get("settings") or {}))
     for part in ("method", "task"):
-        for key, value in sorted((config.get(part) or {}).items()):
-            if (part, key) not in IGNORED:
-                out[f"{part}.{key}"] = (value or "''") if isinstance(value, str) else json.dumps(value)
+        for key, setting in sorted((config.get(part) or {}).items()):
+            if (part, key) in IGNORED:
+                continue
+            if part == "method" and setting == record.get("edits") and not isinstance(setting, bool) \
+                    and key not in given and f"method.{key}" not in given:
+                out[f"{part}.{key}"] = FOLLOWS_M
+            else:
+                out[f"{part}.{key}"] = (setting or "''") if isinstance(setting, str) else json.dumps(setting)
     out["dtype"] = str(record.get("dtype") or "")
     out["device"] = str(record.get("device") or "")
     out["model"] = str(record.get("model_fingerprint") or "")[:8]
@@ -148,7 +188,8 @@ def _artifact_costs(records: list[dict[str, Any]]) -> list[float]:
     return list(costs.values())
 
 
-def _stats(values: list[float | None]) -> tuple[float, float, int]:
+def stats(values: Iterable[float | None]) -> Stats:
+    """(mean, population std, count) of the known values (None and NaN left out)."""
     known = [v for v in values if v is not None and v == v]
     if not known:
         return float("nan"), 0.0, 0
@@ -157,125 +198,72 @@ def _stats(values: list[float | None]) -> tuple[float, float, int]:
     return mean, std, len(known)
 
 
-def _cell(stats: tuple[float, float, int], fmt: str, best: bool) -> str:
-    mean, std, count = stats
-    if count == 0:  # metric not available (for this task, or an unknown one-off cost)
-        return "n/a"
-    text = fmt.format(mean) + (f" ± {fmt.format(std)}" if count > 1 else "")
-    return f"**{text}**" if best else text
+def _with_rounds(label: str, count: int) -> str:
+    return label if count == 1 else f"{label} [{count} rounds]"
 
 
-def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of one task's table: for each edits, the unedited baselines, then one row per group."""
+def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """Rows of one task's leaderboard, sorted by (m, rounds), the unedited baselines first in
+    each block. A row: {"m", "rounds", "label", "method", "baseline", "runs", "spread",
+    "cells": {column: Stats}}; the baseline rows' cells hold the `baseline` columns (from `pre`)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        key = (int(r["edits"]), r["method"], tuple(sorted(settings(r).items())))
-        groups.setdefault(key, []).append(r)
+        if r["task"] == task:
+            key = (int(r["edits"]), rounds(r), r["method"], tuple(sorted(settings(r).items())))
+            groups.setdefault(key, []).append(r)
     # The unedited model of a group: the same settings less the method's.
     baselines: dict[tuple, list[dict[str, Any]]] = {}
-    for (edits, _, items), runs in groups.items():
+    for (edits, count, _, items), runs in groups.items():
         rest = tuple((k, v) for k, v in items if not k.startswith("method."))
-        baselines.setdefault((edits, rest), []).extend(runs)
-    several_commits = len({dict(items)["commit"] for _, _, items in groups}) > 1
-    group_labels = _labels({k: dict(k[2]) for k in groups}, {k: k[1] for k in groups}, several_commits)
-    base_labels = _labels({k: dict(k[1]) for k in baselines}, {k: UNEDITED for k in baselines}, several_commits)
+        baselines.setdefault((edits, count, rest), []).extend(runs)
+    several_commits = len({dict(key[3])["commit"] for key in groups}) > 1
+    group_labels = _labels({k: dict(k[3]) for k in groups}, {k: k[2] for k in groups}, several_commits)
+    base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, several_commits)
 
     rows = []
     for base_key, runs in baselines.items():
-        edits = base_key[0]
         by_seed: dict[Any, list[dict[str, Any]]] = {}
         for r in runs:  # one sample per seed: every method scored the same unedited model on it
             by_seed.setdefault(r.get("seed"), []).append(r)
         cells = {}
-        for col in METRICS:
-            per_seed = [_stats([_get(r, ("pre", col)) for r in rs]) for rs in by_seed.values()]
-            cells[col] = _stats([m if n else None for m, _, n in per_seed])
-        rows.append({"edits": edits, "label": base_labels[base_key], "baseline": True, "runs": len(by_seed),
+        for name, column in COLUMNS.items():
+            if column.baseline:
+                pre = ("pre",) + column.path[1:]
+                per_seed = [stats(value(r, pre) for r in rs) for rs in by_seed.values()]
+                cells[name] = stats(mean if count else None for mean, _, count in per_seed)
+        rows.append({"m": base_key[0], "rounds": base_key[1], "label": _with_rounds(base_labels[base_key], base_key[1]),
+                     "method": UNEDITED, "baseline": True, "runs": len(by_seed),
                      "spread": "sample" if len(by_seed) > 1 else "–", "cells": cells})
     for key, runs in groups.items():
-        cells = {col: _stats([_get(r, spec[0]) for r in runs]) for col, spec in COLUMNS.items()}
-        cells["one_off"] = _stats(_artifact_costs(runs))
-        rows.append({"edits": key[0], "label": group_labels[key], "baseline": False, "runs": len(runs),
-                     "spread": spread(runs), "cells": cells})
-    rows.sort(key=lambda row: (row["edits"], not row["baseline"], row["label"]))
+        cells = {name: stats(value(r, column.path) for r in runs) for name, column in COLUMNS.items()}
+        cells["one_off"] = stats(_artifact_costs(runs))
+        rows.append({"m": key[0], "rounds": key[1], "label": _with_rounds(group_labels[key], key[1]),
+                     "method": key[2], "baseline": False, "runs": len(runs), "spread": spread(runs), "cells": cells})
+    rows.sort(key=lambda row: (row["m"], row["rounds"], not row["baseline"], row["label"]))
     return rows
 
 
-def render_task(records: list[dict[str, Any]], task: str) -> str:
-    """Markdown table for one task's (committed) runs."""
-    import pandas as pd
-
-    rows = _rows([r for r in records if r["task"] == task])
-    best: dict[tuple[int, str], float] = {}
-    for edits in sorted({row["edits"] for row in rows}):
-        block = [row for row in rows if row["edits"] == edits and not row["baseline"]]
-        for col, (_, direction, _, _) in COLUMNS.items():
-            values = [row["cells"][col][0] for row in block if row["cells"][col][2]]
-            if len(values) > 1:
-                best[(edits, col)] = max(values) if direction == "higher" else min(values)
-    table = []
-    for row in rows:
-        cells = [row["label"], row["edits"], row["runs"], row["spread"]]
-        for col, (_, _, fmt, _) in COLUMNS.items():
-            if row["baseline"] and col not in METRICS:
-                cells.append("–")
-                continue
-            stats = row["cells"][col]
-            is_best = not row["baseline"] and (row["edits"], col) in best and stats[2] > 0 and stats[0] == best[(row["edits"], col)]
-            cells.append(_cell(stats, fmt, is_best))
-        table.append(cells)
-    headers = ["method", "edits", "runs", "spread"] + [spec[3] for spec in COLUMNS.values()]
-    devices = ", ".join(sorted({str(r.get("device", "")) for r in records if r["task"] == task}))
-    lines = [
-        f"# {task}",
-        "",
-        f"Post-edit metrics, mean ± std over runs (seeds); best per number of edits in bold. Device: {devices}.",
-        "Runs are pooled only when method, resolved config (less the scoring batch size and the method seed), "
-        "dtype, device, model, data and commit all agree; a label names what sets a row apart.",
-        "Generated by `editbench leaderboard` from the results store: do not edit by hand.",
-        "",
-        pd.DataFrame(table, columns=headers).to_markdown(index=False, tablefmt="github", disable_numparse=True),
-        "",
-        "Columns: " + "; ".join(f"**{spec[3]}** ({spec[1]} is better)" for spec in COLUMNS.values()) + ".",
-        "",
-        f"- `{UNEDITED}`: the model before the edit (`pre` scores), averaged over the seeds' evaluation samples.",
-        "- **spread** (what the ± varies over): `sample` = the evaluation sample only (all runs share one trained "
-        "artifact, or nothing is trained); `sample + editor` = the evaluation sample and an independently trained "
-        "editor per seed; `unknown` = some runs do not say which editor they used.",
-        "- **one-off s**: seconds to build the method's one-off artifact (trained editor, MEMIT statistics), "
-        "mean over distinct artifacts, taken from the artifact's provenance when a run reused it; "
-        "n/a when a reuse does not know it.",
-    ]
-    lines += [f"- `{name}`: {text}" for name, (_, text) in DEFINITIONS.items()]
-    return "\n".join(lines) + "\n"
+def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of a table: every non-optional one, and the optional ones some row has."""
+    return [name for name, column in COLUMNS.items()
+            if not column.optional or any(row["cells"].get(name, (0, 0, 0))[2] for row in rows)]
 
 
-def render(records: list[dict[str, Any]]) -> dict[str, str]:
-    """File name -> markdown for every task with committed results, plus an index `README.md`.
-    Runs from a dirty or unknown tree are skipped with a warning on stderr."""
-    records, skipped = committed(records)
-    if skipped:
-        print(f"editbench: warning: skipping {skipped} run(s) from a dirty or unknown tree (commit null or "
-              "'-dirty'): re-run them from a clean commit", file=sys.stderr)
-    if not records:
-        return {"README.md": "# Leaderboards\n\nNo results yet.\n"}
-    tasks = sorted({r["task"] for r in records})
-    files = {f"{task}.md": render_task(records, task) for task in tasks}
-    index = ["# Leaderboards", "", "Generated by `editbench leaderboard` from the committed results store.", ""]
-    index += [f"- [{task}]({task}.md): {sum(r['task'] == task for r in records)} runs" for task in tasks]
-    files["README.md"] = "\n".join(index) + "\n"
-    return files
+def best(rows: list[dict[str, Any]]) -> dict[tuple[int, int, str], float]:
+    """(m, rounds, column) -> the best mean among the edited rows of that block (only where at
+    least two rows have the column: a lone row is not "best")."""
+    out = {}
+    for block in sorted({(row["m"], row["rounds"]) for row in rows}):
+        edited = [row for row in rows if (row["m"], row["rounds"]) == block and not row["baseline"]]
+        for name, column in COLUMNS.items():
+            means = [row["cells"][name][0] for row in edited if row["cells"][name][2]]
+            if len(means) > 1:
+                out[(*block, name)] = max(means) if column.direction == "higher" else min(means)
+    return out
 
 
-def write(files: dict[str, str], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
-
-
-def check(files: dict[str, str], folder: Path) -> list[str]:
-    """Names of the tables that differ from (or are missing in) `folder`; stale extra tables too."""
-    stale = [name for name, text in files.items()
-             if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text]
-    extra = [p.name for p in folder.glob("*.md") if p.name not in files]
-    return sorted(stale + extra)
+def is_best(row: dict[str, Any], name: str, best_of: dict[tuple[int, int, str], float]) -> bool:
+    """Whether `row`'s mean in column `name` is the best of its block (never for a baseline)."""
+    key = (row["m"], row["rounds"], name)
+    cell = row["cells"].get(name)
+    return not row["baseline"] and key in best_of and bool(cell and cell[2]) and cell[0] == best_of[key]

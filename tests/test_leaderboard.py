@@ -1,7 +1,8 @@
 import subprocess
 import sys
 
-from editbench import leaderboard as lb
+from editbench import report
+from editbench.leaderboard import one_off_seconds
 from editbench.results import write_run
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -19,6 +20,11 @@ def record(method, seed, es, edit_seconds, task="t", edits=8, commit=COMMIT, met
             "train_seconds": train_seconds, "edit_seconds": edit_seconds, "peak_memory_bytes": 2**30}
 
 
+def render(records):
+    """The rendered files (stand-in plots: these tests read the tables)."""
+    return report.render(records, draw=False)
+
+
 def table_rows(table):
     """The cells of every row of a rendered markdown table, label first."""
     return [[c.strip() for c in line.strip("|").split("|")]
@@ -30,7 +36,7 @@ def rows(table):
     return {cells[0]: cells[1:] for cells in table_rows(table)}
 
 
-HEAD = ["edits", "runs", "spread", "ES", "GS", "LS", "retention", "ES exact", "one-off s", "edit s", "peak"]
+HEAD = ["m", "n", "spread", "ES", "GS", "LS", "retention", "ES exact", "one-off s", "edit s", "peak"]
 
 
 def cell(table, label, column):
@@ -38,7 +44,7 @@ def cell(table, label, column):
 
 
 def test_mean_std_over_seeds_and_best_marked():
-    files = lb.render([record("a", 0, 0.5, 2.0), record("a", 1, 0.7, 4.0), record("b", 0, 0.9, 10.0)])
+    files = render([record("a", 0, 0.5, 2.0), record("a", 1, 0.7, 4.0), record("b", 0, 0.9, 10.0)])
     table = files["t.md"]
     assert rows(table)["a"][:4] == ["8", "2", "sample", "0.600 ± 0.100"]
     assert cell(table, "b", "ES") == "**0.900**"  # b has the best ES
@@ -48,12 +54,12 @@ def test_mean_std_over_seeds_and_best_marked():
 
 
 def test_check_detects_stale_and_extra_tables(tmp_path):
-    files = lb.render([record("a", 0, 0.5, 2.0)])
-    lb.write(files, tmp_path)
-    assert lb.check(files, tmp_path) == []
+    files = render([record("a", 0, 0.5, 2.0)])
+    report.write(files, tmp_path)
+    assert report.check(files, tmp_path) == []
     (tmp_path / "t.md").write_text("edited by hand\n")
     (tmp_path / "old.md").write_text("stale\n")
-    assert lb.check(files, tmp_path) == ["old.md", "t.md"]
+    assert report.check(files, tmp_path) == ["old.md", "t.md"]
 
 
 def leaderboard_cli(tmp_path, *args):
@@ -85,7 +91,7 @@ def test_runs_with_different_resolved_configs_get_their_own_rows():
     # The same --set overrides (none) but different resolved configs: two experiments, never pooled.
     short = record("a", 0, 0.9, 2.0, method_config={"train_steps": 20, "lr": 1.0})
     long = record("a", 1, 0.5, 2.0, method_config={"train_steps": 60, "lr": 1.0})
-    table = lb.render([short, long])["t.md"]
+    table = render([short, long])["t.md"]
     assert rows(table)["a (train_steps=20)"][1:4] == ["1", "–", "**0.900**"]
     assert rows(table)["a (train_steps=60)"][1:4] == ["1", "–", "0.500"]
 
@@ -93,13 +99,13 @@ def test_runs_with_different_resolved_configs_get_their_own_rows():
 def test_scoring_batch_size_and_method_seed_do_not_split_groups():
     runs = [record("a", 0, 0.5, 2.0, task_config={"batch_size": 8}), record("a", 1, 0.7, 2.0)]
     assert runs[0]["config"]["method"]["seed"] != runs[1]["config"]["method"]["seed"]
-    table = lb.render(runs)["t.md"]
+    table = render(runs)["t.md"]
     assert rows(table)["a"][1] == "2"
 
 
 def test_runs_from_different_commits_are_not_pooled():
     runs = [record("a", 0, 0.5, 2.0), record("a", 1, 0.7, 2.0, commit="fedcba9" + "0" * 33)]
-    table = lb.render(runs)["t.md"]
+    table = render(runs)["t.md"]
     assert rows(table)["a @0123456"][1:4] == ["1", "–", "0.500"]
     assert rows(table)["a @fedcba9"][1:4] == ["1", "–", "**0.700**"]
     assert "unedited @0123456" in rows(table)
@@ -108,10 +114,10 @@ def test_runs_from_different_commits_are_not_pooled():
 def test_dirty_runs_are_skipped_with_a_warning(capsys):
     runs = [record("a", 0, 0.5, 2.0), record("a", 1, 0.1, 2.0, commit=COMMIT + "-dirty"),
             record("a", 2, 0.1, 2.0, commit=None)]
-    table = lb.render(runs)["t.md"]
+    table = render(runs)["t.md"]
     assert rows(table)["a"][1:4] == ["1", "–", "0.500"]
     assert "skipping 2 run(s) from a dirty or unknown tree" in capsys.readouterr().err
-    assert lb.render(runs[1:]) == {"README.md": "# Leaderboards\n\nNo results yet.\n"}
+    assert render(runs[1:]) == {"README.md": "# Leaderboards\n\nNo results yet.\n"}
 
 
 def test_cli_check_fails_on_dirty_records(tmp_path):
@@ -134,12 +140,12 @@ def test_one_off_cost_of_a_reuse_comes_from_its_artifact_never_its_own_zero():
             record("b", 0, 0.5, 2.0, prepare_info=unknown, train_seconds=0.0),
             record("c", 0, 0.5, 2.0, prepare_info=old_fresh, train_seconds=150.0),
             record("ft", 0, 0.5, 2.0, prepare_info={}, train_seconds=0.0)]
-    table = lb.render(runs)["t.md"]
+    table = render(runs)["t.md"]
     assert cell(table, "a", "one-off s") == "200.0"
     assert cell(table, "b", "one-off s") == "n/a"
     assert cell(table, "c", "one-off s") == "150.0"
     assert cell(table, "ft", "one-off s") == "**0.0**"  # FT prepares nothing: a genuine 0
-    assert lb.one_off_seconds(record("a", 0, 0.5, 2.0, prepare_info=built, train_seconds=210.0)) == 200.0
+    assert one_off_seconds(record("a", 0, 0.5, 2.0, prepare_info=built, train_seconds=210.0)) == 200.0
 
 
 def test_spread_says_whether_each_seed_trained_its_own_editor():
@@ -148,7 +154,7 @@ def test_spread_says_whether_each_seed_trained_its_own_editor():
     independent = [record("b", s, 0.5 + s / 10, 2.0,
                           prepare_info={"checkpoint": f"e{s}", "one_off_seconds": 100.0 + 20 * s})
                    for s in range(2)]
-    table = lb.render(shared + independent + [record("ft", 0, 0.4, 1.0), record("ft", 1, 0.4, 1.0)])["t.md"]
+    table = render(shared + independent + [record("ft", 0, 0.4, 1.0), record("ft", 1, 0.4, 1.0)])["t.md"]
     assert cell(table, "a", "spread") == "sample"
     assert cell(table, "b", "spread") == "sample + editor"
     assert cell(table, "ft", "spread") == "sample"
@@ -160,7 +166,7 @@ def test_spread_says_whether_each_seed_trained_its_own_editor():
 def test_unedited_row_averages_pre_over_the_seeds():
     runs = [record("a", 0, 0.5, 2.0, pre_es=0.1), record("a", 1, 0.7, 2.0, pre_es=0.3),
             record("b", 0, 0.9, 3.0, pre_es=0.1), record("a", 0, 0.5, 2.0, edits=16, pre_es=0.2)]
-    table = lb.render(runs)["t.md"]
+    table = render(runs)["t.md"]
     found = table_rows(table)
     assert [(r[0], r[1]) for r in found] == [("unedited", "8"), ("a", "8"), ("b", "8"), ("unedited", "16"), ("a", "16")]
     assert found[0][2:5] == ["2", "sample", "0.200 ± 0.100"]  # seed 0 counted once, though two methods ran it
