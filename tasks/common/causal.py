@@ -2,9 +2,12 @@
 
 The format (`editbench.tasks.common.formats`) is the task config's `prompt_format` when it has one,
 else `raw` (`prompt + " " + answer`, MALMEN's format, kept by the GPT-2 / GPT-J paper tasks).
+A task whose config has `ppl_tokens` (`tasks.common.perplexity.ppl_tokens_field`) also reports the
+WikiText-2 perplexity `ppl` before and after the edit (`extra_metrics`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -85,6 +88,20 @@ class CausalLMTask(Task):
 
     def evaluate(self, model: nn.Module, requests: Sequence[EditRequest]) -> list[RequestOutcome]:
         return evaluate_requests(self, model, requests, self.config.batch_size)
+
+    def extra_metrics(self, model: nn.Module, requests: Sequence[EditRequest]) -> dict[str, float | None]:
+        """`ppl`: WikiText-2 perplexity (`tasks.common.perplexity`) when the config's `ppl_tokens` > 0."""
+        tokens = getattr(self.config, "ppl_tokens", 0)
+        if not tokens:
+            return {}
+        from editbench.tasks.common.perplexity import WIKITEXT2_TEST, wikitext_perplexity
+
+        value, path = wikitext_perplexity(model, self.tokenizer, tokens, self.data_dir)
+        self._perplexity_files = {WIKITEXT2_TEST.path: path}  # hashed into the run's data_sha256
+        return {"ppl": value}
+
+    def data_files(self) -> dict[str, Path]:
+        return {**super().data_files(), **getattr(self, "_perplexity_files", {})}
 
     def answer_logits(self, model: nn.Module, batch: Batch) -> Tensor:
         """`[k, V]`: the vocabulary head applied only at the k positions that output an answer token."""

@@ -51,3 +51,24 @@ def evaluate_requests(task: Task, model: nn.Module, requests: Sequence[EditReque
         )
         for r in requests
     ]
+
+
+@torch.no_grad()
+def answer_nll(task: Task, model: nn.Module, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[float]:
+    """Mean token negative log-likelihood of each tuple's answer after its prompt (teacher forced),
+    batched by `batch_size` tuples: `exp(-value)` is the answer's probability as MEMIT scores it."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    values: list[float] = []
+    for start in range(0, len(pairs), batch_size):
+        batch = task.batch(pairs[start:start + batch_size]).to(device)
+        answer = batch.labels != -100  # [b, t]
+        log_probs = task.answer_logits(model, batch).float().log_softmax(-1)  # [k, V], row-major over `answer`
+        token_nll = -log_probs.gather(-1, batch.labels[answer].unsqueeze(-1)).squeeze(-1)  # [k]
+        counts = answer.sum(-1)  # [b]
+        rows = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)  # [k]: tuple of each token
+        sums = torch.zeros(len(counts), device=device).index_add_(0, rows, token_nll)  # [b]
+        values.extend((sums / counts.clamp(min=1)).tolist())
+    model.train(was_training)
+    return values

@@ -32,4 +32,5 @@ class SplitRequests:
 
     def data_files(self) -> dict[str, Path]:
         self._load()
-        return dict(self._files)
+        others = super().data_files() if hasattr(super(), "data_files") else {}  # e.g. the perplexity text
+        return {**others, **self._files}

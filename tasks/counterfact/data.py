@@ -4,7 +4,9 @@
   `target_new`, `ground_truth`, `rephrase_prompt`, `locality_prompt`, `locality_ground_truth`;
 - ROME / MEMIT (`counterfact.json`): `requested_rewrite` {`prompt` with `{}` for the subject,
   `subject`, `target_new.str`, `target_true.str`}, `paraphrase_prompts`, `neighborhood_prompts`
-  (whose answer is the true target, as MEMIT scores them).
+  (whose answer is the true target, as MEMIT scores them): all of them are kept (2 paraphrases and
+  10 neighbourhood prompts per record in MEMIT's file), as MEMIT reports its scores. The MEND layout
+  (the local default files) has one rephrase and one locality prompt per record.
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ def _rome_request(record: Record) -> EditRequest:
         id=f"counterfact-{record.fields.get('case_id', record.where.rsplit(' ', 1)[-1])}",
         prompt=template.replace("{}", subject),
         target=new["str"].strip(),
-        equivalents=(paraphrases[0].strip(),),
-        unrelated=((neighbours[0].strip(), true["str"].strip()),),
+        equivalents=tuple(p.strip() for p in paraphrases),
+        unrelated=tuple((n.strip(), true["str"].strip()) for n in neighbours),
         subject=subject,
         original=true["str"].strip(),
     )

@@ -1,5 +1,7 @@
-"""CounterFact tasks: insert a counterfactual (`target_new`); GS on a paraphrase; LS on a
-neighbourhood prompt with its true answer. Not in the MALMEN paper: MEMIT's headline data.
+"""CounterFact tasks: insert a counterfactual (`target_new`); GS on the paraphrases; LS on the
+neighbourhood prompts with their true answer. Not in the MALMEN paper: MEMIT's headline data.
+Beside ES/GS/LS, `pre`/`post` hold MEMIT's probability comparisons (`cf_efficacy`, `cf_paraphrase`,
+`cf_neighbourhood` and their magnitudes; `scores.py`) and WikiText-2 perplexity (`ppl`).
 
 Data: `counterfact-train.json` (10,000) gives the editor's train and valid splits (9,500 / 500,
 seed 0); `counterfact-edit.json` (10,000, disjoint case ids) is the eval split. Any other file in
@@ -9,15 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from editbench.api import EditRequest, TaskConfig
 from editbench.data import resolve
 from editbench.tasks.common.gptj import GPTJTask
+from editbench.tasks.common.perplexity import ppl_tokens_field
 from editbench.tasks.common.records import read_records
 from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.smollm2 import SmolLM2Task, prompt_format_field
 from editbench.tasks.common.splits import SplitRequests
 from editbench.tasks.counterfact.data import COUNTERFACT_EDIT, COUNTERFACT_TRAIN, parse_request
+from editbench.tasks.counterfact.scores import counterfact_scores
 
 VALID_SIZE = 500
 
@@ -26,6 +31,7 @@ VALID_SIZE = 500
 class CounterfactConfig(TaskConfig):
     train_path: str = field(default="", metadata={"help": "CounterFact file for train/valid ('' = counterfact-train.json)"})
     eval_path: str = field(default="", metadata={"help": "CounterFact file for eval ('' = counterfact-edit.json)"})
+    ppl_tokens: int = ppl_tokens_field()
 
 
 class CounterfactTask(SplitRequests):
@@ -48,6 +54,11 @@ class CounterfactTask(SplitRequests):
             self._files[default.path] = path
             source = str(path)
         return [parse_request(r) for r in read_records(source, split)]
+
+    def extra_metrics(self, model, requests: Sequence[EditRequest]) -> dict[str, float | None]:
+        """MEMIT's probability comparisons (`scores.counterfact_scores`) and the causal LM's own (`ppl`)."""
+        return {**counterfact_scores(self, model, requests, self.config.batch_size),
+                **super().extra_metrics(model, requests)}
 
     def _load(self) -> dict[str, list[EditRequest]]:
         if self._splits is None:

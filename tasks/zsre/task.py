@@ -14,15 +14,23 @@ from editbench.tasks.common.causal import HubCausalLMTask
 from editbench.tasks.common.hf import load_pretrained, load_tokenizer, model_source
 from editbench.tasks.common.gptj import GPTJTask
 from editbench.tasks.common.layers import modules_for, t5_modules_for
+from editbench.tasks.common.perplexity import ppl_tokens_field
 from editbench.tasks.common.seq2seq import Seq2SeqTask
 from editbench.tasks.common.smollm2 import SmolLM2Task, prompt_format_field
 from editbench.tasks.zsre.splits import ZsreConfig, ZsreTask
 
-__all__ = ["ZsreConfig", "ZsreGPT2", "ZsreGPTJ", "ZsreSmolLM2", "ZsreSmolLM2Config", "ZsreT5XL", "ZsreTask"]
+__all__ = ["ZsreCausalConfig", "ZsreConfig", "ZsreGPT2", "ZsreGPTJ", "ZsreSmolLM2", "ZsreSmolLM2Config", "ZsreT5XL", "ZsreTask"]
 
 
 @dataclass
-class ZsreSmolLM2Config(ZsreConfig):
+class ZsreCausalConfig(ZsreConfig):
+    """zsRE on a causal LM: also the WikiText-2 perplexity sample (`tasks.common.perplexity`)."""
+
+    ppl_tokens: int = ppl_tokens_field()
+
+
+@dataclass
+class ZsreSmolLM2Config(ZsreCausalConfig):
     prompt_format: str = prompt_format_field()
 
 
@@ -41,6 +49,7 @@ class ZsreSmolLM2(ZsreTask, SmolLM2Task):
 class ZsreGPT2(ZsreTask, HubCausalLMTask):
     """GPT-2 124M (12 blocks; `Conv1D` modules store `[d_in, d_out]`, see `editbench.modules`)."""
 
+    Config = ZsreCausalConfig
     name = "zsre-gpt2"
     description = "zsRE QA + NQ locality on GPT-2 124M (paper, Fig. 5 / Table 1)"
     paper_tier = True
@@ -56,6 +65,7 @@ class ZsreGPT2(ZsreTask, HubCausalLMTask):
 class ZsreGPTJ(ZsreTask, GPTJTask):
     """GPT-J 6B: MALMEN `h.22..27.mlp.fc_out`, FT `h.21.mlp.fc_out` (A.5), MEMIT blocks 3-8."""
 
+    Config = ZsreCausalConfig
     name = "zsre-gptj"
     description = "zsRE QA + NQ locality on GPT-J 6B (paper, Fig. 7 / Table 2)"
     paper_tier = True
