@@ -259,5 +259,9 @@ def leaderboard(results_dir, out, check) -> None:
     click.echo(f"wrote {len(files)} files to {out}/ (tables, plots and their data, paper.md, index.html)")
 
 
+from editbench.sweep.cli import sweep  # noqa: E402  (click only: --help stays fast)
+
+main.add_command(sweep)
+
 if __name__ == "__main__":
     main()
