@@ -2,9 +2,11 @@
 model the first round left (checked against edits made by hand, one after the other), the T rounds
 edit disjoint facts and the run is scored on all T·m of them, T = 1 is the plain single edit."""
 import copy
+import json
 
 import pytest
 import torch
+from test_cli import editbench, plugin_env  # noqa: F401  (the plug-in task as a registered name)
 from tiny import TinyCausalTask, tiny_causal
 
 from editbench.errors import EditbenchError
@@ -150,3 +152,22 @@ def test_combined_phase_sums_time_and_keeps_the_highest_peak():
     combined = combined_phase(phases)
     assert combined.seconds == 3.5 and combined.peak_memory_bytes == 30 and combined.peak_above_start_bytes == 21
     assert combined.start_memory_bytes == 4 and combined.peak_gpu_torch_bytes is None
+
+
+def test_cli_rounds_prints_and_records_each_round(plugin_env, tmp_path):  # noqa: F811
+    proc = editbench(plugin_env, "run", "--method", "plugin-scale", "--task", "plugin-tiny", "--edits", "3",
+                     "--rounds", "2", "--eval-each-round", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "m = 3 x 2 rounds" in proc.stdout and "round 1: edit" in proc.stdout and "round 2: edit" in proc.stdout
+    record = json.loads((tmp_path / "runs.jsonl").read_text())
+    assert record["rounds"] == 2 and record["edits"] == 3
+    assert [set(row) >= {"edit_seconds", "scores"} for row in record["per_round"]] == [True, True]
+    edits = [json.loads(line) for line in (tmp_path / record["edits_file"]).read_text().splitlines()]
+    assert [row["round"] for row in edits] == [1, 1, 1, 2, 2, 2]
+    assert len({row["request"]["id"] for row in edits}) == 6  # disjoint rounds
+
+    too_many = editbench(plugin_env, "run", "--method", "ft", "--task", "plugin-tiny", "--edits", "17",
+                         "--rounds", "2", "--out", str(tmp_path / "none"))
+    assert too_many.returncode == 2 and len(too_many.stderr.strip().splitlines()) == 1
+    assert "--edits 17 x --rounds 2 = 34 facts is larger than the eval split of plugin-tiny (32 requests)" in too_many.stderr
+    assert not (tmp_path / "none").exists()
