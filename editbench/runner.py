@@ -62,7 +62,7 @@ class Outcome:
     task: Any
     method: Any
     original: dict[str, Any] | None = None  # with keep_undo: {module: W [d_out, d_in]} before the edit
-    round_deltas: list[dict[str, Any]] | None = None  # per round {module: ΔW}; `deltas` is their sum
+    round_deltas: list[dict[str, Any]] | None = None  # per round {module: ΔW [d_out, d_in]}; `deltas` is their sum
 
 
 def resolve_device(device: str) -> str:
@@ -280,7 +280,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     # A benchmark run never takes its edit back: it keeps nothing to undo it (unless asked to).
     edited = edit_rounds(method, task, model, rounds, device, check_round,
                          score_so_far if spec.eval_each_round and len(rounds) > 1 else None,
-                         undo=contextlib.nullcontext if keep_undo else no_undo)
+                         undo=contextlib.nullcontext if keep_undo else no_undo, keep_round_deltas=into is not None)
     result = edited.rounds[-1].result
     phases["edit"] = combined_phase([done.phase for done in edited.rounds])
     if original is not None:

@@ -64,15 +64,17 @@ def add_deltas(total: dict[str, Any], deltas: dict[str, Any]) -> dict[str, Any]:
 
 def edit_rounds(method: Any, task: Any, model: Any, rounds: list[list[Any]], device: str,
                 check: Callable[[Any, int], None], score: Callable[[list[Any]], dict[str, Any]] | None = None,
-                undo: Callable[[], Any] | None = None) -> RoundsOutcome:
+                undo: Callable[[], Any] | None = None, keep_round_deltas: bool = True) -> RoundsOutcome:
     """Edit `model` in place, round after round, each edit timed and measured on its own.
 
     check(result, round): the caller's guard on one round's `EditResult` (non-finite shifts...).
     score(requests): scores of the facts edited so far, called after every round but the last
     (the caller scores the last one anyway) when given. undo(): the context the edit runs in
-    (`editbench.modules.no_undo` for a benchmark run).
+    (`editbench.modules.no_undo` for a benchmark run). keep_round_deltas: False keeps only the sum
+    (each round's `result.deltas` is emptied: T weight-sized shifts of a large model add up).
     """
     import contextlib
+    import dataclasses
 
     outcome = RoundsOutcome(deltas={})
     edited: list[Any] = []
@@ -83,7 +85,8 @@ def edit_rounds(method: Any, task: Any, model: Any, rounds: list[list[Any]], dev
         outcome.deltas = add_deltas(outcome.deltas, result.deltas) if len(rounds) > 1 else dict(result.deltas)
         edited += requests
         scores = score(list(edited)) if score is not None and number < len(rounds) else None
-        outcome.rounds.append(RoundResult(list(requests), result, phase, scores))
+        kept = result if keep_round_deltas or len(rounds) == 1 else dataclasses.replace(result, deltas={})
+        outcome.rounds.append(RoundResult(list(requests), kept, phase, scores))
     return outcome
 
 
