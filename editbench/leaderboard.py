@@ -3,9 +3,9 @@
 Only runs of the same experiment are pooled: one row per (edits m, rounds, method, resolved config,
 dtype, device, model, data, commit), mean ± std over its runs (seeds). Fields that do not change
 results (`IGNORED`: the scoring batch size, and the method's `seed`, which follows the run seed) do
-not split rows; a method field that follows the run's m (a trained editor's training m, when no
-preset or `--set` gives it) is shown as `m`, so the same experiment at several m keeps one label
-(one line in the plots). A row's label names what sets it apart from the other rows of its method.
+not split rows; a method field that follows the run's m (`follows_m`: a trained editor's training
+m, when no preset or `--set` fixes it) is shown as `m`, so the same experiment at several m keeps
+one label (one line in the plots). A row's label names what sets it apart from the other rows of its method.
 Runs from a dirty or unknown tree are never shown (skipped with a warning; `editbench leaderboard
 --check` fails on them). Every block of one m (and rounds) opens with the unedited model's scores.
 
@@ -116,20 +116,29 @@ def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def settings(record: dict[str, Any]) -> dict[str, str]:
+def follows_m(records: list[dict[str, Any]]) -> set[str]:
+    """The method fields that follow the run's m in `records` (runs of one method): equal to the
+    run's `edits` in every run, over at least two different m (a trained editor's training m when no
+    preset or `--set` fixes it). A field that merely equals m at one m is not among them."""
+    if len({r["edits"] for r in records}) < 2:
+        return set()
+    fields = set.intersection(*(set((r.get("config") or {}).get("method") or {}) for r in records))
+    return {key for key in fields
+            if all(r["config"]["method"][key] == r["edits"] and not isinstance(r["config"]["method"][key], bool)
+                   for r in records)}
+
+
+def settings(record: dict[str, Any], following: set[str] = frozenset()) -> dict[str, str]:
     """Everything that makes two runs of a method the same experiment, as display strings:
     `method.KEY` / `task.KEY` of the resolved configs (less `IGNORED`), dtype, device, model,
-    data and commit. A method field equal to the run's m that no preset or `--set` gave follows
-    the run's m (`FOLLOWS_M`)."""
+    data and commit. The method fields in `following` (`follows_m`) read `FOLLOWS_M`."""
     out = {}
     config = record.get("config") or {}
-    given = set((record.get("overrides") or {})) | set(((record.get("preset") or {}).get("settings") or {}))
     for part in ("method", "task"):
         for key, setting in sorted((config.get(part) or {}).items()):
             if (part, key) in IGNORED:
                 continue
-            if part == "method" and setting == record.get("edits") and not isinstance(setting, bool) \
-                    and key not in given and f"method.{key}" not in given:
+            if part == "method" and key in following:
                 out[f"{part}.{key}"] = FOLLOWS_M
             else:
                 out[f"{part}.{key}"] = (setting or "''") if isinstance(setting, str) else json.dumps(setting)
@@ -206,11 +215,12 @@ def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """Rows of one task's leaderboard, sorted by (m, rounds), the unedited baselines first in
     each block. A row: {"m", "rounds", "label", "method", "baseline", "runs", "spread",
     "cells": {column: Stats}}; the baseline rows' cells hold the `baseline` columns (from `pre`)."""
+    records = [r for r in records if r["task"] == task]
+    following = {name: follows_m([r for r in records if r["method"] == name]) for name in {r["method"] for r in records}}
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        if r["task"] == task:
-            key = (int(r["edits"]), rounds(r), r["method"], tuple(sorted(settings(r).items())))
-            groups.setdefault(key, []).append(r)
+        key = (int(r["edits"]), rounds(r), r["method"], tuple(sorted(settings(r, following[r["method"]]).items())))
+        groups.setdefault(key, []).append(r)
     # The unedited model of a group: the same settings less the method's.
     baselines: dict[tuple, list[dict[str, Any]]] = {}
     for (edits, count, _, items), runs in groups.items():

@@ -73,14 +73,15 @@ def test_optional_columns_appear_only_with_their_metrics():
     assert "- `ppl`: WikiText-2 perplexity" in table and "- `cf_efficacy`: CounterFact efficacy" in table
 
 
-def test_a_field_that_follows_m_keeps_one_label_but_a_given_one_splits():
-    follows = [record("h", 0, 0.5, 2.0, edits=m, method_config={"train_edits": m}) for m in (8, 32)]
+def test_a_field_that_follows_m_keeps_one_label_but_one_that_equals_m_once_does_not():
+    follows = [record("h", 0, 0.5, 2.0, edits=m, method_config={"train_edits": m, "batch": 32}) for m in (8, 32)]
     table = report.render(follows, draw=False)["t.md"]
     assert [r[0] for r in table_rows(table) if r[0] != "unedited"] == ["h", "h"]
-    given = [{**r, "overrides": {"train_edits": str(r["edits"])}} for r in follows]
-    given += [{**record("h", 0, 0.5, 2.0, edits=32, method_config={"train_edits": 8}), "overrides": {"train_edits": "8"}}]
-    labels = {r[0] for r in table_rows(report.render(given, draw=False)["t.md"])}
-    assert {"h (train_edits=8)", "h (train_edits=32)"} <= labels
+    assert lb.follows_m(follows) == {"train_edits"}  # batch equals m = 32 at one m only
+    fixed = follows + [record("h", 0, 0.5, 2.0, edits=32, method_config={"train_edits": 8, "batch": 32})]
+    assert lb.follows_m(fixed) == set()
+    labels = [r[0] for r in table_rows(report.render(fixed, draw=False)["t.md"]) if r[0] != "unedited"]
+    assert labels == ["h (train_edits=8)", "h (train_edits=32)", "h (train_edits=8)"]  # m = 8, then m = 32
 
 
 def test_plot_data_is_the_table_per_label_and_m():
