@@ -110,6 +110,20 @@ def test_svgs_are_deterministic_name_their_data_and_render_one_m():
     assert first["index.html"] == second["index.html"]
 
 
+def test_svg_bytes_are_the_same_in_another_process():
+    """Element ids come from the fixed hash salt, not from a per-process random one."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from editbench.report import plots, series; "
+              "lines = {'a': [(8, 0.5, 0.1, 2), (32, 0.4, 0.0, 1)], 'unedited': [(8, 0.1, 0.0, 1), (32, 0.1, 0.0, 1)]}; "
+              "sys.stdout.write(plots.render_svg(series.PLOTS['es'], 't', lines, series.to_csv(lines)))")
+    lines = {"a": [(8, 0.5, 0.1, 2), (32, 0.4, 0.0, 1)], "unedited": [(8, 0.1, 0.0, 1), (32, 0.1, 0.0, 1)]}
+    here = plots.render_svg(series.PLOTS["es"], "t", lines, series.to_csv(lines))
+    there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert there == here and 'clip-path="url(#' in here
+
+
 def test_html_page_is_one_file_with_every_table_plot_and_the_paper():
     files = report.render(scaling_runs() + [record("c", 0, 0.7, 1.0, task="u")])
     page = files["index.html"]
