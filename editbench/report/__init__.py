@@ -53,7 +53,7 @@ def render(records: list[dict[str, Any]], draw: bool = True) -> dict[str, str]:
             files[f"{PLOTS_DIR}/{stem}.csv"] = csv_text
             files[f"{PLOTS_DIR}/{stem}.svg"] = svg
             figures.append((stem, svg))
-        files[f"{task}.md"] = tables.render_task(records, task, [f"{stem}.svg" for stem, _ in figures])
+        files[f"{task}.md"] = tables.render_task(records, task, rows_of[task], [f"{stem}.svg" for stem, _ in figures])
         sections.append((task, _task_section(rows_of[task], figures)))
     files["paper.md"] = comparison.render(rows_of)
     sections.append(("Our numbers beside the paper's", _paper_section(rows_of)))

@@ -43,8 +43,8 @@ def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
 
 def definitions(columns: list[str]) -> list[str]:
     """One markdown line per metric of `columns` (and the related exact-match metrics)."""
-    known = {**metrics.DEFINITIONS, **getattr(metrics, "TASK_METRICS", {})}
-    shown = {name for name in columns} | {"gs_exact", "ls_exact", "es_sequence", "drawdown"}
+    known = {**metrics.DEFINITIONS, **metrics.TASK_METRICS}
+    shown = set(columns) | {"gs_exact", "ls_exact", "es_sequence", "drawdown"}
     return [f"- `{name}`: {text}" for name, (_, text) in known.items() if name in shown]
 
 
@@ -70,11 +70,13 @@ def notes(columns: list[str]) -> list[str]:
     return lines + definitions(columns)
 
 
-def render_task(records: list[dict[str, Any]], task: str, plots: list[str] | None = None) -> str:
-    """Markdown page of one task: its table, notes and links to its plots (file names under plots/)."""
+def render_task(records: list[dict[str, Any]], task: str, rows: list[dict[str, Any]] | None = None,
+                plots: list[str] | None = None) -> str:
+    """Markdown page of one task: its table (`rows`, else `task_rows` of the records), notes and
+    links to its plots (file names under plots/)."""
     import pandas as pd
 
-    rows = lb.task_rows(records, task)
+    rows = lb.task_rows(records, task) if rows is None else rows
     headings, body = table_cells(rows)
     devices = ", ".join(sorted({str(r.get("device", "")) for r in records if r["task"] == task}))
     lines = [
