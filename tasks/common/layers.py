@@ -39,7 +39,12 @@ def modules_for(arch: str, num_layers: int, role: str, memit_layers: tuple[int, 
     """Module names for `role` in a model of family `arch` with `num_layers` blocks."""
     if arch not in ARCHITECTURES:
         raise EditbenchError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
-    a = ARCHITECTURES[arch]
+    return architecture_modules(ARCHITECTURES[arch], num_layers, role, memit_layers)
+
+
+def architecture_modules(a: Architecture, num_layers: int, role: str,
+                         memit_layers: tuple[int, ...] | None = None) -> list[str]:
+    """Module names for `role` in a model whose blocks and FFN linears `a` names (see `modules_for`)."""
     name = lambda i, part: f"{a.block.format(i=i)}.{part}"  # noqa: E731
     last = lambda k: range(max(0, num_layers - k), num_layers)  # noqa: E731
     if role == "malmen":
