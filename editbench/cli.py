@@ -46,6 +46,20 @@ def main(verbose: bool, debug: bool) -> None:
     from editbench.logs import set_level
 
     set_level(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    if not (verbose or debug):
+        quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """No model-loading progress bars by default (transformers / huggingface_hub): only warnings and
+    the results, like editbench's own messages. Leaves torch unimported when it is not loaded yet."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 @main.command(epilog=EXAMPLES)
@@ -177,8 +191,9 @@ def prepare_summary(task: str, info: dict) -> str:
 @click.option("--task", required=True, help="task whose model the edit was made on")
 @click.option("--edit", "edit_dir", required=True, type=click.Path(file_okay=False),
               help="folder written by `editbench run --save-edit` (or EditOutcome.save)")
-@click.option("--out-model", required=True, type=click.Path(),
-              help="folder for the edited model (save_pretrained: loadable by transformers without editbench)")
+@click.option("--out-model", default=None, type=click.Path(),
+              help="folder for the edited model (save_pretrained: loadable by transformers without editbench); "
+                   "optional with --score")
 @click.option("--revert", is_flag=True, help="subtract the saved shifts instead (e.g. from a model saved with --save-model)")
 @click.option("--force", is_flag=True, help="apply even when the model's fingerprint is not the one the edit was made on")
 @click.option("--score", is_flag=True, help="score the edited facts on the result and compare with the saved scores")
@@ -198,6 +213,8 @@ def apply(task, edit_dir, out_model, revert, force, score, device, dtype, data_d
     from editbench.registry import create
     from editbench.runner import check_dtype, load_model, resolve_device
 
+    if out_model is None and not score:
+        raise EditbenchError("nothing to do: give --out-model DIR (the edited model) and/or --score")
     saved = load_edit(edit_dir)
     device = resolve_device(device)
     dtype = dtype or saved.info.get("dtype") or "float32"
@@ -215,14 +232,15 @@ def apply(task, edit_dir, out_model, revert, force, score, device, dtype, data_d
                + ("" if not expected else ", bit-identical to the saved run's" if fingerprint == expected
                   else f", differs from the saved run's {expected[:16]} in rounding"))
     if requests:
-        post = aggregate(task_obj.evaluate(model, requests), pre)
+        post = {**aggregate(task_obj.evaluate(model, requests), pre), **task_obj.extra_metrics(model, requests)}
         same = post == saved.info.get("post")
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         click.echo(f"  post-edit es {fmt(post['es'])}, gs {fmt(post['gs'])}, ls {fmt(post['ls'])}: "
                    + ("exactly the saved run's scores" if same else f"the saved run had {saved.info.get('post')}"))
-    save_model(model, task_obj.tokenizer, out_model, {"edit": str(edit_dir), "revert": revert,
-                                                      "model_fingerprint": fingerprint})
-    click.echo(f"  wrote {out_model}")
+    if out_model is not None:
+        save_model(model, task_obj.tokenizer, out_model, {"edit": str(edit_dir), "revert": revert,
+                                                          "model_fingerprint": fingerprint})
+        click.echo(f"  wrote {out_model}")
 
 
 @main.command()
