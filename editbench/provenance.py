@@ -42,8 +42,10 @@ def device_name(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'unknown'})"
 
 
-# Config entries that say where or how a model was loaded, not what it computes.
-_NOT_ARCHITECTURE = ("name_or_path", "transformers_version", "torch_dtype", "dtype")
+# Config entries that say where or how a model was loaded, not what it computes (a GGUF file's
+# `quantization_config` stays on its de-quantised copy; a model that is really quantized differs
+# in its tensors' dtypes, which the fingerprint hashes).
+_NOT_ARCHITECTURE = ("name_or_path", "transformers_version", "torch_dtype", "dtype", "quantization_config")
 
 
 def architecture_config(model: nn.Module) -> dict:
