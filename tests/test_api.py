@@ -1,9 +1,8 @@
-"""The public Python API (`editbench.load`, `edit`, `EditOutcome`, `load_edit`, `apply_edit`, `run`):
-the README's example runs as written, on a tiny model (fast) and on the embedded task (slow)."""
+"""The public Python API (`editbench.load`, `edit`, `EditOutcome`, `load_edit`, `apply_edit`, `run`)
+(the README's example itself: tests/test_readme.py)."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from tiny import TinyCausalTask
@@ -13,42 +12,12 @@ from editbench import registry
 from editbench.errors import EditbenchError
 from editbench.provenance import model_fingerprint
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def readme_example() -> str:
-    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert len(code.strip().splitlines()) <= 10
-    return code
-
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def test_readme_example_runs_as_written_on_a_tiny_model(cache, monkeypatch):
-    """The README's block, verbatim; only the task it names is a tiny Llama with the same machinery."""
-    create = registry.create
-    monkeypatch.setattr(registry, "create", lambda kind, name, overrides=None, **kw: (
-        TinyCausalTask("llama") if kind == "task" else create(kind, name, overrides, **kw)))
-    namespace: dict = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)
-    out, target = namespace["out"], namespace["target"]
-    assert out.reverted and (cache / "sweden-edit" / "deltas.safetensors").is_file()
-    saved = editbench.load_edit(cache / "sweden-edit")
-    assert model_fingerprint(target.model) == saved.info["edited_fingerprint"]
-    assert saved.info["method"] == "ft" and saved.info["config"]["method"]["epochs"] == 10
-
-
-@pytest.mark.slow
-def test_readme_example_runs_as_written_on_the_embedded_task(cache):
-    namespace: dict = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)
-    assert namespace["out"].scores[0]["post"]["es"] is not None
 
 
 def test_public_names_are_listed_and_import_no_torch():

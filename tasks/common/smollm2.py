@@ -32,6 +32,7 @@ from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.formats import PROMPT_FORMATS
 from editbench.tasks.common.layers import modules_for
 from editbench.tasks.common.presets import SMOLLM2_PRESETS
+from editbench.tasks.common.structure import find_architecture, structural_modules
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ def load_smollm2(device: str, dtype: torch.dtype) -> tuple[nn.Module, object]:
 
 
 class SmolLM2Task(CausalLMTask):
-    """A task on the embedded SmolLM2 (or on `--set model=PATH` / `$EDITBENCH_SMOLLM2`)."""
+    """A task on the embedded SmolLM2, or on `--set model=PATH` / `$EDITBENCH_SMOLLM2` (then the edited
+    modules come from that model's structure, `editbench.tasks.common.structure`)."""
 
     method_presets = SMOLLM2_PRESETS
 
@@ -136,11 +138,15 @@ class SmolLM2Task(CausalLMTask):
 
             model = load_pretrained(AutoModelForCausalLM, configured, "EDITBENCH_SMOLLM2", dtype, device)
             self.tokenizer = prepare_tokenizer(load_tokenizer(configured, "EDITBENCH_SMOLLM2"))
+            self._replaced = find_architecture(model)  # another model: its own blocks and FFN
             return model
         model, tokenizer = load_smollm2(device, dtype)
         self.tokenizer = prepare_tokenizer(tokenizer)
         return model
 
     def edit_modules(self, role: str) -> list[str]:
+        replaced = getattr(self, "_replaced", None)
+        if replaced is not None:  # a model given by --set model= / $EDITBENCH_SMOLLM2, found by structure
+            return structural_modules(replaced, role)
         # MEMIT: blocks 3-8 as for GPT-J (28 blocks); SmolLM2 has 30, a stated choice.
         return modules_for("llama", NUM_LAYERS, role)

@@ -14,7 +14,7 @@ from torch import nn
 
 from editbench.errors import EditbenchError
 from editbench.modules import shape_of
-from editbench.tasks.common.layers import ARCHITECTURES, Architecture
+from editbench.tasks.common.layers import ARCHITECTURES, Architecture, architecture_modules
 
 ATTENTION_WORDS = ("attn", "attention")
 
@@ -64,3 +64,12 @@ def find_architecture(model: nn.Module) -> tuple[Architecture, int]:
         raise EditbenchError(f"cannot find the FFN input linear of {type(model).__name__}'s blocks ({prefix}.N, "
                              f"output {ffn_out} [{hidden}, {width}]); give --set layers=NAME,NAME")
     return Architecture(prefix + ".{i}", ffn_in, ffn_out), count
+
+
+def structural_modules(found: tuple[Architecture, int], role: str) -> list[str]:
+    """Module names for `role` (as `tasks/common/layers.py` chooses them) in a model `find_architecture`
+    described; MEMIT edits GPT-J's blocks 3-8 of 28 (Meng et al. 2023) scaled to this model's depth."""
+    architecture, blocks = found
+    start, width = round(3 * blocks / 28), max(1, round(6 * blocks / 28))
+    memit = tuple(range(min(start, blocks - 1), min(start + width, blocks)))
+    return architecture_modules(architecture, blocks, role, memit_layers=memit)

@@ -33,12 +33,12 @@ from editbench.errors import EditbenchError
 from editbench.tasks.common import formats
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.counterfact_records import parse_request
-from editbench.tasks.common.layers import Architecture, architecture_modules
+from editbench.tasks.common.layers import Architecture
 from editbench.tasks.common.nq import NQ_OPEN_DEV, load_nq
 from editbench.tasks.common.records import Record, read_records
 from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.splits import SplitRequests
-from editbench.tasks.common.structure import find_architecture
+from editbench.tasks.common.structure import find_architecture, structural_modules
 from editbench.tasks.common.zsre_records import parse_fact, to_request
 
 LAYOUTS = ("auto", "zsre", "counterfact")
@@ -126,11 +126,7 @@ class FactsTask(SplitRequests, CausalLMTask):
     def edit_modules(self, role: str) -> list[str]:
         if self._architecture is None:
             self._architecture = self._skeleton_architecture()
-        architecture, blocks = self._architecture
-        # MEMIT: GPT-J's blocks 3-8 of 28 (Meng et al. 2023), the same depth fraction of this model.
-        start, width = round(3 * blocks / 28), max(1, round(6 * blocks / 28))
-        memit = tuple(range(min(start, blocks - 1), min(start + width, blocks)))
-        return architecture_modules(architecture, blocks, role, memit_layers=memit)
+        return structural_modules(self._architecture, role)
 
     # -- data ----------------------------------------------------------------------------------
     def _nq_pairs(self) -> list[tuple[str, str]]:
