@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from typing import Any, Iterable, NamedTuple
+
+log = logging.getLogger(__name__)
 
 UNEDITED = "unedited"
 
@@ -73,8 +75,8 @@ def warn_dirty(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The committed runs of `records`, with a warning on stderr naming how many were skipped."""
     clean, skipped = committed(records)
     if skipped:
-        print(f"editbench: warning: skipping {skipped} run(s) from a dirty or unknown tree (commit null or "
-              "'-dirty'): re-run them from a clean commit", file=sys.stderr)
+        log.warning(f"skipping {skipped} run(s) from a dirty or unknown tree (commit null or "
+                    "'-dirty'): re-run them from a clean commit")
     return clean
 
 

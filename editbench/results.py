@@ -30,15 +30,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from editbench.errors import EditbenchError
 from editbench.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 RUNS_FILE = "runs.jsonl"
 EDITS_DIR = "edits"
@@ -171,11 +173,11 @@ def read_runs(folder: Path) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except ValueError as exc:
-                print(f"editbench: warning: skipping {path}:{number}: not JSON ({exc})", file=sys.stderr)
+                log.warning(f"skipping {path}:{number}: not JSON ({exc})")
                 continue
             problem = check_record(record)
             if problem:
-                print(f"editbench: warning: skipping {path}:{number}: not a run record: {problem}", file=sys.stderr)
+                log.warning(f"skipping {path}:{number}: not a run record: {problem}")
                 continue
             records.append(record)
     return records

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +31,8 @@ from editbench.methods.memit.targets import optimise_targets, split_kl_prompt
 from editbench.methods.memit.update import memit_update
 from editbench.modules import add_to_weight, get_module
 from editbench.provenance import model_fingerprint
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -103,10 +105,10 @@ class Memit(Method):
         z, z0, stats = optimise_targets(task, model, requests, block, cfg)  # [m, d] each
         stats["z_seconds"] = time.perf_counter() - start
         if stats["z_unconverged"]:
-            print(f"editbench: warning: memit: the target optimisation of {stats['z_unconverged']} of {m} requests did not "
-                  f"reach stop_loss {cfg.stop_loss} in {cfg.steps} steps (mean final loss {stats['z_loss_after']:.3g}, "
-                  f"target NLL {stats['z_nll_before']:.3g} -> {stats['z_nll_after']:.3g}); their edits may not take: "
-                  f"consider more steps, a larger lr or clamp_norm_factor", file=sys.stderr, flush=True)
+            log.warning(f"memit: the target optimisation of {stats['z_unconverged']} of {m} requests did not "
+                        f"reach stop_loss {cfg.stop_loss} in {cfg.steps} steps (mean final loss {stats['z_loss_after']:.3g}, "
+                        f"target NLL {stats['z_nll_before']:.3g} -> {stats['z_nll_after']:.3g}); their edits may not take: "
+                        f"consider more steps, a larger lr or clamp_norm_factor")
 
         start = time.perf_counter()
         rows = [(i, prompt, r.target, r.subject) for i, r in enumerate(requests) for prompt in contexts(r, cfg.prefixes)]
