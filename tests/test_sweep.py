@@ -286,6 +286,20 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(sweep_env, tmp_path):
     assert "sweep-broken sweep-tiny m=2 seed 0: exit 2: editbench: error: sweep-broken fails on purpose" in proc.stderr
 
 
+def runs_writing_to(store: Path) -> list[int]:
+    """Pids of live `editbench run` processes whose --out is `store` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"run" in args and str(store).encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the child's parent-death signal is Linux's")
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_sweep_resumes_without_losing_or_duplicating(sweep_env, tmp_path, kill):
     store = tmp_path / "store"
@@ -297,12 +311,18 @@ def test_killed_sweep_resumes_without_losing_or_duplicating(sweep_env, tmp_path,
     while not records(store) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert len(records(store)) == 1, "the first run did not finish"
-    time.sleep(1.5)  # the second run is under way (model loaded, pausing in its edit)
+    while len(list((store / "logs").glob("*.log"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the second run is under way
+    assert len(records(store)) == 1, "the second run finished before the kill (pause too short)"
     proc.send_signal(kill)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     # No orphan run goes on: the killed run never writes its record behind the resumed sweep's back.
-    time.sleep(5)
+    deadline = time.monotonic() + 30
+    while runs_writing_to(store) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not runs_writing_to(store)
     assert len(records(store)) == 1
     dry = sweep(sweep_env, *args, "--dry-run")
     assert "1 done" in dry.stdout and "redo" in dry.stdout, dry.stdout
@@ -370,3 +390,16 @@ def test_compare_tolerance_from_the_preset(plugin_importable, tmp_path):
     planned = make_plan([grid], tmp_path / "new")
     assert len(differences(planned, tmp_path / "new", tmp_path / "old", Tolerance())) == 1
     assert differences(planned, tmp_path / "new", tmp_path / "old", Tolerance(0.0, {"sweep-scale": 0.02})) == []
+
+
+def test_ray_executor_without_ray_is_one_line(sweep_env, tmp_path):
+    blocker = tmp_path / "no-ray" / "ray"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('no ray here')\n")
+    env = dict(sweep_env, PYTHONPATH=os.pathsep.join([str(blocker.parent), sweep_env["PYTHONPATH"]]))
+    proc = sweep(env, "--method", "sweep-scale", "--task", "sweep-tiny", "--edits", "2", "--out", str(tmp_path / "s"),
+                 "--executor", "ray")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "editbench: error: --executor ray needs Ray, which is not installed: pip install 'editbench[ray]'")
+    assert not (tmp_path / "s" / "runs.jsonl").exists()

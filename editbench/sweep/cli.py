@@ -29,6 +29,7 @@ Examples:
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
               help="a --set grid: each value is one run (commas inside [...] do not split); adds to the preset's")
 @click.option("--rounds", default=None, metavar="T1,T2", help="sequential editing: passed to each run as --rounds T")
+@click.option("--eval-each-round", is_flag=True, help="passed to every run (with --rounds: score after each round)")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (replaces the preset's; default cpu)")
 @click.option("--dtype", default=None, help="float32, bfloat16, float16 (replaces the preset's; default float32)")
 @click.option("--out", default=None, type=click.Path(),
@@ -45,7 +46,7 @@ Examples:
 @click.option("--compare", "compare_to", default=None, type=click.Path(),
               help="after running, compare each record with the committed record of the same run in this folder")
 @click.option("--list-presets", is_flag=True, help="list the shipped presets with their run counts")
-def sweep(preset, methods, tasks, edits, seeds, sets, rounds, device, dtype, out, data_dir, own_data, jobs, executor,
+def sweep(preset, methods, tasks, edits, seeds, sets, rounds, eval_each_round, device, dtype, out, data_dir, own_data, jobs, executor,
           ray_address, cpus_per_run, dry_run, compare_to, list_presets) -> None:
     """Run every combination of methods x tasks x edit counts x seeds (x --set values), one `editbench run`
     process each. Resumable: a run whose record is in the store is skipped, an interrupted one redone."""
@@ -74,7 +75,8 @@ def sweep(preset, methods, tasks, edits, seeds, sets, rounds, device, dtype, out
         grid.device, grid.dtype = device or grid.device, dtype or grid.dtype
         grid.check("the sweep")
     store = Path(out).expanduser() if out else default_store()
-    common = (["--data-dir", str(data_dir)] if data_dir else []) + (["--own-data"] if own_data else [])
+    common = (["--data-dir", str(data_dir)] if data_dir else []) + (["--own-data"] if own_data else []) \
+        + (["--eval-each-round"] if eval_each_round else [])
     code = run_sweep(chosen, store, common, jobs=jobs, executor=executor, ray_address=ray_address,
                      cpus_per_run=cpus_per_run, dry_run=dry_run, compare_to=compare_to, data_dir=data_dir)
     sys.exit(code)
