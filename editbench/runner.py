@@ -164,6 +164,8 @@ def _start(spec: RunSpec, method: Any, task: Any, options: dict[str, Any]) -> di
     out = Path(spec.out).expanduser() if spec.out else default_store()
     with own_data(spec.own_data):
         method, task, preset_name, preset = _build(spec, method, task, requests is None)
+        log.debug(f"{method.name} config {as_dict(method.config)} (preset {preset_name or 'none'}); "
+                  f"{task.name} config {as_dict(task.config)}")
         # Before the model loads: a bad --out never costs a finished run.
         created = prepare_store(out) if options.get("write", True) else []
         try:

@@ -209,6 +209,7 @@ def test_debug_gives_the_traceback_instead_of_one_line(cli_runner, tmp_path):
     assert isinstance(result.exception, EditbenchError) and "does not exist" in str(result.exception)
     assert result.exit_code == 1 and "editbench: error:" not in result.stderr
     assert "editbench: loading zsre-smollm2" in result.stderr  # DEBUG shows the INFO messages too
+    assert "editbench: ft config {" in result.stderr and "zsre-smollm2 config {" in result.stderr  # and its own
     proc = subprocess.run([sys.executable, "-m", "editbench.cli", "--debug", *MISSING_MODEL, "--out",
                            str(tmp_path / "b")], capture_output=True, text=True,
                           env=dict(os.environ, EDITBENCH_DATA=str(data_dir())), timeout=300)
