@@ -47,7 +47,7 @@ def main() -> None:
     for i in range(args.repeats):
         with Phase("cpu") as stats:
             meta_gradient(editor, task, model, step, setup, args.mode, prefix)
-        print(f"{args.method} {args.mode} m={args.m} step {i}: {stats.seconds:.2f} s, "
+        print(f"{args.method} {args.mode} m={args.m} step {i}: {stats.seconds:.2f} s ({stats.cpu_seconds:.2f} CPU s), "
               f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {torch.get_num_threads()} threads, "
               f"{len(prefix.rows)} tuples cached ({prefix.bytes / 2**20:.0f} MiB)")
     plain_pass(task, model, args.m, setup.lm_batch_size)
@@ -65,7 +65,7 @@ def plain_pass(task, model, m: int, batch_size: int) -> None:
             tokens += batch.inputs["input_ids"].numel()
             task.nll(model, batch, reduction="sum").backward()
     model.zero_grad(set_to_none=True)
-    print(f"plain forward+backward over the {m} edit prompts: {stats.seconds:.2f} s, "
+    print(f"plain forward+backward over the {m} edit prompts: {stats.seconds:.2f} s ({stats.cpu_seconds:.2f} CPU s), "
           f"peak RSS {stats.peak_rss_bytes / 2**30:.2f} GiB, {tokens} padded tokens")
 
 

@@ -1,4 +1,4 @@
-"""Wall time and peak memory of one phase of a run, with the peak counters reset at its start.
+"""Wall time, CPU time and peak memory of one phase of a run, with the peak counters reset at its start.
 
 CPU: the process's peak resident set (Linux `VmHWM`, reset by writing 5 to /proc/self/clear_refs).
 GPU: `torch.cuda.max_memory_allocated` (reset per phase) and the device's used memory through
@@ -83,6 +83,7 @@ class _NvmlSampler:
 @dataclass
 class PhaseStats:
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads): wall time without the other processes' load
     peak_memory_bytes: int = 0  # GPU: torch peak allocated; CPU: peak RSS
     peak_rss_bytes: int = 0
     peak_gpu_nvml_bytes: int | None = None
@@ -117,7 +118,7 @@ class Phase:
             self.stats.start_memory_bytes = int(torch.cuda.memory_allocated())
         elif reset:  # without a reset VmHWM is the whole process's peak: nothing to subtract from
             self.stats.start_memory_bytes = current_rss_bytes()
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
         return self.stats
 
     def __exit__(self, *exc) -> None:
@@ -126,6 +127,7 @@ class Phase:
         if self._cuda:
             torch.cuda.synchronize()
         self.stats.seconds = time.perf_counter() - self._start
+        self.stats.cpu_seconds = time.process_time() - self._cpu_start
         self.stats.peak_rss_bytes = peak_rss_bytes()
         self.stats.peak_memory_bytes = self.stats.peak_rss_bytes
         if self._cuda:

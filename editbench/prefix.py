@@ -11,10 +11,14 @@ model's own forward still builds the attention masks and rotary/position embeddi
 padding: the real tokens of a row come first, and with a causal mask their states do not depend on
 the padding). It applies to models that are not encoder-decoder and
 whose edited modules all lie in one block list above block 0; elsewhere it runs the plain model.
+
+`PrefixCache.feed` also runs the tokens that open every row of a batch once (`shared_start`: a chat
+template's system turn), for the blocks it runs and for the cached ones: the lower blocks' keys
+and values of such an opening are kept like the states (`starts`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any, ContextManager, Hashable, Iterator, Sequence
 
 import torch
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 
 from editbench.api import Batch
 from editbench.errors import EditbenchError
+from editbench.shared_start import can_share, expanded_cache, lower_states, run_start, serving, shared_length
 
 
 class _ReachedBlock(Exception):
@@ -154,15 +159,23 @@ class PrefixCache:
     held; later ones are computed per batch and not kept. `feed(batch)` runs one batch on the cache;
     within `active()` every forward of the model on `input_ids` (e.g. a task's scoring) does.
     `derived` keeps what callers compute once from the unedited model (`keep`), in the same budget.
+
+    `skip_lower=False` keeps no states (every pass runs the whole model) but still shares the
+    opening tokens of a batch (`feed`); `share_starts=False` never does.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], max_bytes: int = 2 << 30):
+    def __init__(self, model: nn.Module, names: Sequence[str], max_bytes: int = 2 << 30, skip_lower: bool = True,
+                 share_starts: bool = True):
         self.model, self.max_bytes = model, max_bytes
-        self.prefix = Prefix.of(model, names)
+        self.prefix = Prefix.of(model, names) if skip_lower else None
+        self.shares = share_starts and can_share(model)
         self.rows: dict[tuple[int, ...], Tensor] = {}
+        # Shared openings (token ids) -> (keys and values of the blocks below k, states entering block k [1, P, d]).
+        self.starts: dict[tuple[int, ...], tuple[list[tuple[Tensor, Tensor]], Tensor]] = {}
         self.derived: dict[Hashable, Tensor] = {}  # callers' per-sequence results of the unedited model
         self.bytes = 0
         self._busy = False  # set while the cache runs the model itself (no re-entry through `active`)
+        self._feeding = 0  # `feed` blocks open: `active` leaves their calls alone
 
     @property
     def applies(self) -> bool:
@@ -195,7 +208,7 @@ class PrefixCache:
                 index = torch.tensor(missing, device=ids.device)
                 sub = {k: v.index_select(0, index) if isinstance(v, Tensor) and v.shape[:1] == ids.shape[:1] else v
                        for k, v in inputs.items()}
-                hidden = self.prefix.hidden(sub)  # [len(missing), t, d]
+                hidden = self._lower_hidden(sub)  # [len(missing), t, d]
             finally:
                 self._busy = False
             for i, row in enumerate(missing):
@@ -208,10 +221,64 @@ class PrefixCache:
             out[row, :n] = self.rows[key]
         return out
 
-    def feed(self, batch: Batch) -> ContextManager:
-        """Within the block, `model(**batch.inputs)` skips the cached blocks (or runs plain where it cannot)."""
+    def _lower_hidden(self, inputs: dict[str, Tensor]) -> Tensor:
+        """States entering block k `[b, t, d]`, the rows' shared opening (if any) run once."""
+        length = shared_length(inputs) if self.shares else 0
+        if length == 0:
+            return self.prefix.hidden(inputs)
+        ids = inputs["input_ids"]
+        lower, opening = self._start_below(ids[0, :length])
+        rest = self.prefix.hidden({**inputs, "input_ids": ids[:, length:], "use_cache": True,
+                                   "cache": expanded_cache(self.model, lower, ids.shape[0])})  # [b, t - P, d]
+        return torch.cat([opening.expand(ids.shape[0], -1, -1), rest], 1)
+
+    def _start_below(self, ids: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        """Keys and values of the blocks below k and the states entering block k `[1, P, d]` of the
+        opening `ids: [P]` (kept in `starts`, within `max_bytes`)."""
+        key = tuple(ids.tolist())
+        if key in self.starts:
+            return self.starts[key]
+        was_busy, self._busy = self._busy, True
+        try:
+            with torch.no_grad():
+                found = lower_states(self.model, ids[None], self.prefix.hidden)
+        finally:
+            self._busy = was_busy
+        size = sum(t.numel() * t.element_size() for pair in found[0] for t in pair) + found[1].numel() * found[1].element_size()
+        if self.bytes + size <= self.max_bytes:
+            self.starts[key] = found
+            self.bytes += size
+        return found
+
+    @contextmanager
+    def feed(self, batch: Batch, limit: int | None = None, graph: bool = True) -> Iterator[int]:
+        """Within the block, `model(**batch.inputs)` skips the cached blocks (or runs plain where it cannot).
+
+        Yields P, the opening tokens shared by every row that run once (`shared_start`; at most
+        `limit`, 0 when none): hooks inside the blocks see positions P.. only. `graph=False`: no
+        gradient is taken through the opening (its keys and values are computed without graph).
+        """
+        length = shared_length(batch.inputs, limit) if self.shares else 0
         states = self.states(batch.inputs)
-        return nullcontext() if states is None else self.prefix.feeding(states)
+        self._feeding += 1
+        with ExitStack() as stack:
+            stack.callback(self._done_feeding)
+            if length:
+                ids = batch.inputs["input_ids"]
+                with torch.no_grad() if not graph else nullcontext():
+                    if states is not None:
+                        lower, opening = self._start_below(ids[0, :length])
+                        with self.prefix.feeding(opening):
+                            start = run_start(self.model, ids[:1, :length], lower)
+                    else:
+                        start = run_start(self.model, ids[:1, :length])
+                stack.enter_context(serving(self.model, start))
+            if states is not None:
+                stack.enter_context(self.prefix.feeding(states[:, length:]))
+            yield length
+
+    def _done_feeding(self) -> None:
+        self._feeding -= 1
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -222,8 +289,8 @@ class PrefixCache:
         opened: list[ContextManager] = []
 
         def before(module, args, kwargs):
-            if self._busy or opened or args:
-                return  # the cache's own passes, a nested call, or positional inputs: plain
+            if self._busy or self._feeding or opened or args or "cache" in kwargs or "past_key_values" in kwargs:
+                return  # the cache's own passes, a `feed`, a nested call, positional inputs or a KV cache: plain
             states = self.states(kwargs)
             if states is not None:
                 feeding = self.prefix.feeding(states)

@@ -67,11 +67,18 @@ def _at_least_float32(rows: Tensor) -> Tensor:
     return rows.to(torch.promote_types(rows.dtype, torch.float32))
 
 
+def _first_key(masks: Sequence[Tensor]) -> int | None:
+    """The first position holding a key in any row of any mask `[b, t]` (None: no key at all)."""
+    columns = [int(torch.nonzero(m.any(0))[0]) for m in masks if bool(m.any())]
+    return min(columns) if columns else None
+
+
 def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
             answer_only: bool, batch_size: int, prefix: PrefixCache | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d']).
 
-    `prefix`: run the LM passes on its cached lower blocks (None: the whole model)."""
+    `prefix`: run the LM passes on its cached lower blocks and the rows' shared opening once, up
+    to the first key position (None: the whole model, every token of every row)."""
     device = next(model.parameters()).device
     keys: dict[str, list[Tensor]] = {n: [] for n in names}
     grads: dict[str, list[Tensor]] = {n: [] for n in names}
@@ -80,12 +87,13 @@ def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[
     with grad_only_on(model, weights), recording(model, names) as seen:
         for start in tqdm(starts, desc="cache keys", leave=False, disable=None if len(starts) > 4 else True):
             batch = task.batch(pairs[start:start + batch_size]).to(device)
-            with prefix.feed(batch) if prefix is not None else nullcontext():
+            masks = [task.key_mask(batch, name, answer_only).to(device) for name in names]  # [b, t] each
+            with prefix.feed(batch, _first_key(masks), graph=False) if prefix is not None else nullcontext(0) as shared:
                 loss = answer_nll(task, model, batch)
             outputs = [seen[n][1] for n in names]
             value_grads = torch.autograd.grad(loss, outputs)
-            for name, value_grad in zip(names, value_grads):
-                mask = task.key_mask(batch, name, answer_only).to(device)  # [b, t]
+            for name, value_grad, mask in zip(names, value_grads, masks):
+                mask = mask[:, shared:]  # the hooks saw positions P.. when P opening tokens ran once
                 keys[name].append(_at_least_float32(seen[name][0].detach()[mask]))  # [n_b, d]
                 grads[name].append(_at_least_float32(value_grad.detach()[mask]))  # [n_b, d']
             seen.clear()

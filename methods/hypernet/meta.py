@@ -94,8 +94,9 @@ def _meta_terms(task: Task, model: nn.Module, plan, reference, prefix: PrefixCac
             term = coef_gen * _batch_loss(task, model, b, None)
         yield term
     for b in unrel_batches:
+        pre = reference(b)  # before the edited pass: its shared opening is run with the edited weights
         with prefix.feed(b):
-            term = coef_loc * _batch_loss(task, model, b, reference(b))
+            term = coef_loc * _batch_loss(task, model, b, pre)
         yield term
 
 
@@ -150,7 +151,8 @@ def _economic(editor, task, model, cache, step, setup, prefix) -> dict[str, floa
     def compute_reference(batch):  # pre-edit distribution, one batch at a time
         load(originals)
         try:
-            return reference_logprobs(task, model, [batch])[0]
+            with prefix.feed(batch, graph=False):
+                return reference_logprobs(task, model, [batch])[0]
         finally:
             load(edited)
 
@@ -220,7 +222,7 @@ def _concatenated(editor, task, model, cache, step, setup, prefix) -> dict[str, 
     plan = _plan(task, model, step, setup)
     pre = {}
     for b in plan[1]:
-        with prefix.feed(b):
+        with prefix.feed(b, graph=False):
             pre[id(b)] = _reference(prefix, plan[4][id(b)], b, lambda b: reference_logprobs(task, model, [b])[0])
     shifts: dict[str, Tensor] = {}
     for name, (keys, value_grads) in cache.items():

@@ -37,20 +37,25 @@ def meta_batch(requests: Sequence[EditRequest], seed: int) -> MetaBatch:
 
 
 def apply_editor(editor: Editor, task: Task, model: nn.Module, requests: Sequence[EditRequest],
-                 setup: EditorSetup) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+                 setup: EditorSetup, prefix: PrefixCache | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Alg. 1: cache, generate and apply the shifts in place; returns (deltas [d', d], stats).
 
     Streamed over LM batches (`StreamedShifts`): each batch's keys and value gradients are turned
     into value differences and folded into per-layer sums at once, so memory does not grow with m
     (the paper's Fig. 9); the shifts equal `compute_shifts` over all rows. `mean_residual` is
     measured on the first `residual_rows` (1024) cached rows of each layer.
+
+    `prefix`: a `PrefixCache` to run the LM passes on (meta-training's validation); by default one
+    that keeps no states but runs the opening tokens shared by a batch's rows once.
     """
     started = time.perf_counter()
     pairs = [(r.prompt, r.target) for r in requests]
+    if prefix is None:
+        prefix = PrefixCache(model, setup.names, skip_lower=False)
     stream = StreamedShifts(editor, setup.aggregation, setup.chunk_size, setup.solve_dtype, setup.no_reg)
     for start in range(0, len(pairs), setup.lm_batch_size):  # the weights change only after the last batch
         stream.add(capture(task, model, setup.names, pairs[start:start + setup.lm_batch_size], setup.answer_only,
-                           setup.lm_batch_size))
+                           setup.lm_batch_size, prefix))
     shifts = stream.finish()
     deltas = {}
     for name, layer in shifts.items():
@@ -68,7 +73,7 @@ def validate(editor: Editor, task: Task, model: nn.Module, requests: Sequence[Ed
     before = snapshot(model, setup.names)
     try:
         with prefix.active() if prefix is not None else nullcontext():
-            _, stats = apply_editor(editor, task, model, requests, setup)
+            _, stats = apply_editor(editor, task, model, requests, setup, prefix)
             post = aggregate(task.evaluate(model, requests))
         result = {k: post[k] for k in ("es", "gs", "ls")}
     finally:
