@@ -215,3 +215,11 @@ def test_debug_gives_the_traceback_instead_of_one_line(cli_runner, tmp_path):
                           env=dict(os.environ, EDITBENCH_DATA=str(data_dir())), timeout=300)
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith("EditbenchError: model path '/no/such/model' does not exist")
+
+
+def test_apply_without_out_model_or_score_has_nothing_to_do(cli_runner, tmp_path):
+    from editbench.cli import main
+
+    result = cli_runner.invoke(main, ["apply", "--task", "zsre-smollm2", "--edit", str(tmp_path / "edit")])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "editbench: error: nothing to do: give --out-model DIR (the edited model) and/or --score"]
