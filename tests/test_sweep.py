@@ -242,6 +242,15 @@ def _planned(method, task, edits=4):
     return PlannedRun(run, Identity(method, task, edits, 0, "cpu", "float32"), "run")
 
 
+def test_order_starts_the_first_run_of_each_method_and_task_first():
+    from editbench.sweep.plan import order
+
+    memit_8, memit_16, ft_8 = _planned("memit", "zsre", 8), _planned("memit", "zsre", 16), _planned("ft", "zsre", 8)
+    done = _planned("ft", "fever")
+    done.decision = "done"
+    assert order([memit_8, memit_16, done, ft_8]) == [memit_8, ft_8, memit_16, done]
+
+
 def test_artifact_gate_lets_one_run_build_each_artifact():
     gate = ArtifactGate()
     memit_a, memit_b = _planned("memit", "zsre", 8), _planned("memit", "zsre", 16)

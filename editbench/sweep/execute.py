@@ -41,16 +41,9 @@ class RunCommand:
     common_args: list[str] = dataclasses.field(default_factory=list)  # e.g. --data-dir DIR, --own-data
 
     def args(self, item: PlannedRun) -> list[str]:
-        """Arguments after the Python executable: `-m editbench.cli [-v] run ... --out OUT ...`."""
-        return ["-m", "editbench.cli", *verbose_flag(), "run", *item.run.run_args(), "--out", str(self.out),
-                *self.common_args]
-
-
-def verbose_flag() -> list[str]:
-    """`-v` when `editbench` has it (progress messages go into the run's log)."""
-    from editbench.cli import main
-
-    return ["-v"] if any(param.name == "verbose" for param in main.params) else []
+        """Arguments after the Python executable: `-m editbench.cli -v run ... --out OUT ...` (-v: the
+        progress messages go into the run's log)."""
+        return ["-m", "editbench.cli", "-v", "run", *item.run.run_args(), "--out", str(self.out), *self.common_args]
 
 
 def last_line(log: Path) -> str:
