@@ -52,9 +52,9 @@ def load(kind: str, name: str) -> type:
 def describe(kind: str) -> list[tuple[str, str]]:
     """(name, one-line description) of every registered plug-in of `kind`.
 
-    The description is read from the class's source (`description = "..."`, else its docstring's
-    first line) without importing the plug-in (nor torch); a plug-in whose class gives neither as a
-    literal is imported to ask it."""
+    The description is read from the class's source (`description = "..."`) without importing the
+    plug-in (nor torch); a plug-in whose class does not state it as a literal (e.g. inherits it) is
+    imported to ask it."""
     rows = []
     for name, ep in available(kind).items():
         module, _, attr = ep.value.partition(":")
@@ -88,7 +88,7 @@ def _find_source(module: str) -> Any:
 
 def source_description(module: str, attr: str, hops: int = 4) -> str | None:
     """The literal `description` of class `attr` in `module`'s source (following `from x import attr`
-    re-exports up to `hops` times), else its docstring's first line; None when neither is found."""
+    re-exports up to `hops` times); None when the class body does not assign one as a string."""
     spec = _find_source(module)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
@@ -105,8 +105,7 @@ def source_description(module: str, attr: str, hops: int = 4) -> str | None:
                 if (any(isinstance(t, ast.Name) and t.id == "description" for t in targets)
                         and isinstance(value, ast.Constant) and isinstance(value.value, str)):
                     return value.value
-            doc = ast.get_docstring(node)
-            return doc.strip().splitlines()[0] if doc else None
+            return None
         if isinstance(node, ast.ImportFrom) and hops > 0:
             for alias in node.names:
                 if (alias.asname or alias.name) == attr:
