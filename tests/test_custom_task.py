@@ -140,13 +140,33 @@ def test_layouts_splits_and_unrelated_tuples(files, env):
 @pytest.mark.parametrize("settings, message", [
     ({"model": ""}, "needs --set model=NAME_OR_PATH"),
     ({"model": "./no/such/model"}, "model path './no/such/model' does not exist"),
-    ({"facts": ""}, "needs --set facts=FILE"),
     ({"layout": "mend"}, "bad --set layout='mend' for task facts"),
     ({"train_fraction": 0.6, "valid_fraction": 0.4}, "leave no facts to edit"),
 ])
 def test_bad_settings_are_one_line(files, settings, message):
     with pytest.raises(EditbenchError, match=message.replace(".", r"\.").replace("(", r"\(")):
         task(files, **settings)
+
+
+def test_without_a_fact_file_only_the_splits_are_refused(files, env):
+    bare = create("task", "facts", {"model": str(files / "llama")})
+    with pytest.raises(EditbenchError, match="task 'facts' needs --set facts=FILE"):
+        bare.split_size("eval")
+    result = CliRunner().invoke(main, ["run", "--task", "facts", "--set", f"model={files / 'llama'}",
+                                       "--out", str(env / "store")])
+    assert result.exit_code == 2 and "needs --set facts=FILE" in result.stderr and not (env / "store").exists()
+
+
+def test_python_api_edits_any_checkpoint_folder_with_facts_given_directly(files, env):
+    import editbench
+
+    target = editbench.load("facts", model=files / "gpt2")
+    facts = [{"prompt": "Where does Anna live?", "target": "oslo", "rephrases": ["Anna lives in which town?"],
+              "subject": "Anna"}]
+    out = editbench.edit(target, facts, method="ft", settings={"epochs": 30, "lr": 1e-2})
+    assert sorted(out.deltas) == sorted(modules_for("gpt2", LAYERS, "ft"))
+    assert out.scores[0]["post"]["es"] > out.scores[0]["pre"]["es"]
+    out.revert()
 
 
 def test_missing_model_path_on_the_command_line_is_one_line(files, env):

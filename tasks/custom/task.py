@@ -10,6 +10,8 @@ file (`--set facts=FILE`), in the zsRE or the CounterFact layout.
 - Unrelated (locality) tuples (`unrelated=auto`): the file's own where its layout has them (zsRE
   `loc`/`loc_ans`, CounterFact's neighbourhood prompts), else one NQ-open question as the zsRE tasks
   do; `file`, `nq` or `none` force one source (`none`: LS is null).
+- Without `facts` the task serves the Python API (`editbench.load("facts", model=...)`, facts
+  given to `editbench.edit`); `editbench run` needs the file.
 - Splits: the facts are shuffled once (`split_seed`) and cut into train / valid (for trained
   editors: MALMEN, MEND; `train_fraction`, `valid_fraction`) and eval, the rest, which
   `--edits` samples. `train_fraction=0 valid_fraction=0` edits from the whole file (FT, MEMIT).
@@ -79,9 +81,6 @@ class FactsTask(SplitRequests, CausalLMTask):
         if not cfg.model:
             raise EditbenchError(f"task {self.name!r} needs --set model=NAME_OR_PATH (a hub name or a local "
                                  "transformers folder)")
-        if not cfg.facts:
-            raise EditbenchError(f"task {self.name!r} needs --set facts=FILE (a JSON or JSON Lines file of facts in "
-                                 "the zsRE or CounterFact layout)")
         if cfg.model.startswith((".", "/", "~")) and not Path(cfg.model).expanduser().exists():
             raise EditbenchError(f"model path {cfg.model!r} does not exist")
         if cfg.train_fraction + cfg.valid_fraction >= 1.0:
@@ -168,10 +167,16 @@ class FactsTask(SplitRequests, CausalLMTask):
         return EditRequest(id=request.id, prompt=request.prompt, target=request.target, equivalents=request.equivalents,
                            unrelated=tuple(unrelated), subject=request.subject, original=request.original)
 
+    def data_files(self) -> dict[str, Path]:
+        return super().data_files() if self.config.facts else dict(self._files)
+
     def _load(self) -> dict[str, list[EditRequest]]:
         if self._splits is not None:
             return self._splits
         cfg = self.config
+        if not cfg.facts:  # only its splits need the file: the Python API gives facts to `editbench.edit`
+            raise EditbenchError(f"task {self.name!r} needs --set facts=FILE (a JSON or JSON Lines file of facts in "
+                                 "the zsRE or CounterFact layout)")
         records = read_records(cfg.facts, "train")
         if not records:
             raise EditbenchError(f"fact file {cfg.facts} holds no records")
