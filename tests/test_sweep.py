@@ -266,11 +266,19 @@ def test_artifact_gate_lets_one_run_build_each_artifact():
 
 # -- real sweeps ------------------------------------------------------------------------------------
 
-def test_sweep_runs_each_run_in_its_own_process_and_resumes(sweep_env, tmp_path):
-    store = tmp_path / "store"
-    args = ["--method", "sweep-scale", "--task", "sweep-tiny", "--edits", "2,4", "--set", "factor=0.01,0.02",
-            "--out", str(store), "--jobs", "2"]
-    proc = sweep(sweep_env, *args)
+GRID = ["--method", "sweep-scale", "--task", "sweep-tiny", "--edits", "2,4", "--set", "factor=0.01,0.02"]
+
+
+@pytest.fixture(scope="module")
+def finished(sweep_env, tmp_path_factory):
+    """A sweep of 4 real runs (2 at once), run once for the tests that read its store."""
+    store = tmp_path_factory.mktemp("finished") / "store"
+    proc = sweep(sweep_env, *GRID, "--out", str(store), "--jobs", "2")
+    return store, proc
+
+
+def test_sweep_runs_each_run_in_its_own_process_and_resumes(sweep_env, finished):
+    store, proc = finished
     assert proc.returncode == 0, proc.stderr
     found = records(store)
     assert sorted((r["edits"], r["config"]["method"]["factor"]) for r in found) == [
@@ -280,7 +288,7 @@ def test_sweep_runs_each_run_in_its_own_process_and_resumes(sweep_env, tmp_path)
     assert len(logs) == 4 and all(log.read_text().startswith("# ") for log in logs)
     assert proc.stdout.count("ok   sweep-scale sweep-tiny") == 4 and "ES 0.000->" in proc.stdout  # one line per run
     assert "4/4" in proc.stderr  # the progress bar
-    again = sweep(sweep_env, *args)
+    again = sweep(sweep_env, *GRID, "--set", "factor=1e-2,2e-2", "--out", str(store))  # same values, other spelling
     assert again.returncode == 0 and "4 done" in again.stdout
     assert len(records(store)) == 4
 
@@ -366,24 +374,25 @@ def test_list_presets_shows_run_counts(sweep_env):
     assert " 5 runs" in lines["ci"] and "288 runs" in lines["embedded"]
 
 
-def test_compare_fails_on_a_tampered_or_missing_committed_record(sweep_env, tmp_path):
-    store, committed = tmp_path / "store", tmp_path / "committed"
-    args = ["--method", "sweep-scale", "--task", "sweep-tiny", "--edits", "2,3", "--out", str(store)]
-    assert sweep(sweep_env, *args).returncode == 0
+def test_compare_fails_on_a_tampered_or_missing_committed_record(sweep_env, finished, tmp_path):
+    store, committed = finished[0], tmp_path / "committed"
+    args = [*GRID, "--out", str(store)]
     committed.mkdir()
     lines = (store / "runs.jsonl").read_text().splitlines()
     (committed / "runs.jsonl").write_text("\n".join(lines) + "\n")
     same = sweep(sweep_env, *args, "--compare", str(committed))
-    assert same.returncode == 0 and "compared 2 runs" in same.stdout and "all equal" in same.stdout
+    assert same.returncode == 0 and "compared 4 runs" in same.stdout and "all equal" in same.stdout
     tampered = json.loads(lines[0])
     tampered["post"]["es"] = 1.0 if tampered["post"]["es"] != 1.0 else 0.5
-    (committed / "runs.jsonl").write_text(json.dumps(tampered) + "\n")  # one tampered, one missing
+    (committed / "runs.jsonl").write_text(json.dumps(tampered) + "\n" + lines[1] + "\n")  # one tampered, two missing
     proc = sweep(sweep_env, *args, "--compare", str(committed))
     assert proc.returncode == 1
     diffs = [line for line in proc.stderr.splitlines() if line.startswith("differs: ")]
-    assert len(diffs) == 2
-    assert any(f"m={tampered['edits']} seed 0: post.es = " in line and "tolerance 0" in line for line in diffs)
-    assert any("no committed record of this run" in line for line in diffs)
+    assert len(diffs) == 3
+    assert sum(f"m={tampered['edits']} seed 0 [factor=" in line and ": post.es = " in line and "tolerance 0" in line
+               for line in diffs) == 1
+    assert sum("no committed record of this run" in line for line in diffs) == 2
+    assert len(records(store)) == 4  # comparing ran nothing
 
 
 def test_compare_tolerance_from_the_preset(plugin_importable, tmp_path):
