@@ -20,9 +20,12 @@ ATTENTION_WORDS = ("attn", "attention")
 
 
 def _blocks(model: nn.Module) -> tuple[str, int]:
-    """(dotted name, length) of the longest `nn.ModuleList` whose entries share one class."""
+    """(dotted name, length) of the longest outermost `nn.ModuleList` whose entries share one class
+    (a list inside a block, such as a mixture of experts, is not a candidate)."""
     best: tuple[str, int] | None = None
     for name, module in model.named_modules():
+        if any(part.isdigit() for part in name.split(".")):
+            continue  # inside an entry of another ModuleList
         if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
             if best is None or len(module) > best[1]:
                 best = (name, len(module))
