@@ -62,6 +62,9 @@ def recording(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tupl
             h.remove()
 
 
+BATCH_OVERHEAD_TOKENS = 32
+
+
 def _at_least_float32(rows: Tensor) -> Tensor:
     """bf16/fp16 activations are cached in float32, the editor's dtype; float64 stays float64."""
     return rows.to(torch.promote_types(rows.dtype, torch.float32))
@@ -73,28 +76,63 @@ def _first_key(masks: Sequence[Tensor]) -> int | None:
     return min(columns) if columns else None
 
 
+def _lengths(batch: Batch) -> list[int]:
+    """Real tokens of each row (the attention mask's sum; the padded width without a mask)."""
+    mask = batch.inputs.get("attention_mask")
+    if mask is None:
+        ids = batch.inputs["input_ids"]
+        return [int(ids.shape[1])] * int(ids.shape[0])
+    return mask.sum(-1).tolist()
+
+
+def length_batches(lengths: Sequence[int], cap: int, overhead: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Indices of LM batches of rows with `lengths` tokens: sorted by length, at most `cap` rows each;
+    a row that would pad the rows already in its batch by more than `overhead` tokens in all (about
+    what one more batch costs: its shared opening, the per-call overhead) starts a new batch."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) >= cap or len(current) * (lengths[i] - width) > overhead):
+            batches.append(current)
+            current = []
+        current.append(i)
+        width = lengths[i]
+    return batches + [current] if current else batches
+
+
 def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[tuple[str, str]],
             answer_only: bool, batch_size: int, prefix: PrefixCache | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Keys and value gradients of L = -sum log p(y|x) over `pairs`: name -> ([n, d], [n, d']).
 
+    Rows come in the order of `pairs` (each pair's key positions in order). The LM passes run on
+    batches of similar lengths (`length_batches`, at most `batch_size` pairs) to compute little padding.
     `prefix`: run the LM passes on its cached lower blocks and the rows' shared opening once, up
     to the first key position (None: the whole model, every token of every row)."""
     device = next(model.parameters()).device
     keys: dict[str, list[Tensor]] = {n: [] for n in names}
     grads: dict[str, list[Tensor]] = {n: [] for n in names}
+    owners: dict[str, list[Tensor]] = {n: [] for n in names}  # index in `pairs` of each row
     weights = [get_module(model, n).weight for n in names]
-    starts = range(0, len(pairs), batch_size)
+    lengths = _lengths(task.batch(pairs)) if pairs else []
+    batches = length_batches(lengths, batch_size)
     with grad_only_on(model, weights), recording(model, names) as seen:
-        for start in tqdm(starts, desc="cache keys", leave=False, disable=None if len(starts) > 4 else True):
-            batch = task.batch(pairs[start:start + batch_size]).to(device)
+        for indices in tqdm(batches, desc="cache keys", leave=False, disable=None if len(batches) > 4 else True):
+            batch = task.batch([pairs[i] for i in indices]).to(device)
             masks = [task.key_mask(batch, name, answer_only).to(device) for name in names]  # [b, t] each
             with prefix.feed(batch, _first_key(masks), graph=False) if prefix is not None else nullcontext(0) as shared:
                 loss = answer_nll(task, model, batch)
             outputs = [seen[n][1] for n in names]
             value_grads = torch.autograd.grad(loss, outputs)
+            rows = torch.tensor(indices, device=device)
             for name, value_grad, mask in zip(names, value_grads, masks):
                 mask = mask[:, shared:]  # the hooks saw positions P.. when P opening tokens ran once
                 keys[name].append(_at_least_float32(seen[name][0].detach()[mask]))  # [n_b, d]
                 grads[name].append(_at_least_float32(value_grad.detach()[mask]))  # [n_b, d']
+                owners[name].append(rows.repeat_interleave(mask.sum(-1)))  # [n_b]
             seen.clear()
-    return {n: (torch.cat(keys[n]), torch.cat(grads[n])) for n in names}
+    out = {}
+    for n in names:
+        order = torch.argsort(torch.cat(owners[n]), stable=True)  # back to the order of `pairs`
+        out[n] = (torch.cat(keys[n])[order], torch.cat(grads[n])[order])
+    return out
