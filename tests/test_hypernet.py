@@ -5,9 +5,9 @@ import torch
 from editbench.errors import EditbenchError
 from editbench.methods.hypernet.checkpoint import load_editor, save_editor
 from editbench.methods.hypernet.network import Editor
-from editbench.methods.hypernet.shifts import compute_shifts
-from editbench.methods.hypernet.solve import (mean_residual, normal_equation, normal_equation_autograd, ridge_grad,
-                                              ridge_system, value_diff_grads, weight_grad_solve)
+from editbench.methods.hypernet.shifts import StreamedShifts, compute_shifts
+from editbench.methods.hypernet.solve import (dual_shift, mean_residual, normal_equation, normal_equation_autograd,
+                                              ridge_grad, ridge_system, value_diff_grads, weight_grad_solve)
 
 
 
@@ -26,6 +26,40 @@ def random_editor(shapes, seed=0, lr=1e-2):
         for block_params in editor.nets.parameters():
             block_params.add_(0.1 * torch.randn_like(block_params))
     return editor
+
+
+@pytest.mark.parametrize("n,d,d_out,ridge", [(40, 12, 7, 0.5), (5, 12, 7, 2.0), (11, 12, 7, 1e-3), (0, 12, 7, 1.0)])
+def test_dual_form_equals_the_normal_equation(n, d, d_out, ridge):
+    torch.manual_seed(1)
+    keys, diffs = torch.randn(n, d), torch.randn(n, d_out)
+    expected = normal_equation(keys, diffs, ridge_system(keys, ridge, torch.float64))  # [d', d]
+    got = dual_shift(keys, diffs, ridge, torch.float64)
+    assert got.shape == (d_out, d)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+    with pytest.raises(EditbenchError, match="singular"):
+        dual_shift(keys[:5], diffs[:5], 0.0, torch.float64)
+
+
+@pytest.mark.parametrize("batches", [[3, 4], [3, 4, 9, 2]])  # 7 rows <= d = 12 (dual), 18 rows > d (summed)
+def test_streamed_shifts_keep_rows_then_sum_them(batches):
+    shapes = {"a": (5, 12), "b": (5, 12)}
+    editor = random_editor(shapes, seed=3)
+    torch.manual_seed(2)
+    parts = [{n: (torch.randn(k, 12), torch.randn(k, 5)) for n in shapes} for k in batches]
+    for part in parts:
+        for name, (keys, grads) in part.items():
+            editor.observe(name, keys, grads)
+    stream = StreamedShifts(editor, "normal", 4096, torch.float64)
+    for part in parts:
+        stream.add(part)
+    summed = sum(batches) > 12
+    assert bool(stream.sums) == summed and bool(stream.kept) != summed
+    got = stream.finish()
+    whole = {n: (torch.cat([p[n][0] for p in parts]), torch.cat([p[n][1] for p in parts])) for n in shapes}
+    expected = compute_shifts(editor, whole, "normal", 4096, torch.float64)
+    for name in shapes:
+        torch.testing.assert_close(got[name].shift, expected[name].shift, rtol=1e-9, atol=1e-12)
+        assert float(expected[name].shift.abs().max()) > 0
 
 
 @pytest.mark.parametrize("n,d,d_out,ridge", [(40, 12, 7, 0.5), (5, 12, 7, 2.0), (30, 12, 7, 1e-3)])

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from editbench.guard import check_finite
 from editbench.methods.hypernet.network import Editor
-from editbench.methods.hypernet.solve import (RidgeSystem, gram_system, mean_residual, normal_equation, ridge_system,
-                                              solve_shift)
+from editbench.methods.hypernet.solve import (RidgeSystem, dual_shift, gram_system, mean_residual, normal_equation,
+                                              ridge_system, solve_shift)
 
 AGGREGATIONS = ("normal", "sum")
 
@@ -116,6 +116,10 @@ class StreamedShifts:
     The mean residual (Fig. 8) needs the rows themselves: it is computed on a bounded sample, the
     first `residual_rows` rows of each layer in request order (all rows when there are fewer, as
     `compute_shifts`), not in a second LM pass.
+
+    While a layer has no more rows than its key width d, its rows are kept instead of the sums
+    (no more memory than the `[d, d]` sum) and solved in the dual form (`dual_shift`, an `n x n`
+    system); past d they are folded into the sums.
     """
 
     def __init__(self, editor: Editor, aggregation: str, chunk_size: int, solve_dtype: torch.dtype = torch.float32,
@@ -124,6 +128,7 @@ class StreamedShifts:
         self.solve_dtype, self.no_reg, self.residual_rows = solve_dtype, no_reg, residual_rows
         self.rows: dict[str, int] = {}
         self.sums: dict[str, tuple[Tensor, ...]] = {}  # normal: (U U^T, U D^T); sum: (grad~_V U~^T,)
+        self.kept: dict[str, list[tuple[Tensor, Tensor]]] = {}  # normal, at most d rows: (keys, value diffs)
         self.sample: dict[str, list[tuple[Tensor, Tensor]]] = {}  # first rows: (keys, value_diffs)
         self.names: list[str] = []
 
@@ -146,9 +151,13 @@ class StreamedShifts:
                 keys, diffs = group.keys[rows_of], diffs_all[rows_of]
                 if self.aggregation == "normal":
                     u, dv = keys.to(self.solve_dtype), diffs.to(self.solve_dtype)
-                    gram, rhs = self._sums(name, (u.shape[1], u.shape[1]), (u.shape[1], dv.shape[1]), like=u)
-                    gram.addmm_(u.T, u)  # U U^T [d, d], in place: no second [d, d] per batch
-                    rhs.addmm_(u.T, dv)  # U D^T [d, d']
+                    if name not in self.sums and self.rows[name] + len(u) <= u.shape[1]:
+                        self.kept.setdefault(name, []).append((u.clone(), dv.clone()))  # still n <= d: dual form
+                    else:
+                        gram, rhs = self._sums(name, (u.shape[1], u.shape[1]), (u.shape[1], dv.shape[1]), like=u)
+                        for ku, kdv in self.kept.pop(name, []) + [(u, dv)]:
+                            gram.addmm_(ku.T, ku)  # U U^T [d, d], in place: no second [d, d] per batch
+                            rhs.addmm_(ku.T, kdv)  # U D^T [d, d']
                 else:
                     (total,) = self._sums(name, (pseudo_grads.shape[1], pseudo_keys.shape[1]), like=pseudo_keys)
                     total.addmm_(pseudo_grads[rows_of].T, pseudo_keys[rows_of])  # grad~_V U~^T [d', d]
@@ -171,7 +180,12 @@ class StreamedShifts:
         for name in self.names:
             keys = torch.cat([k for k, _ in self.sample[name]])  # [<= residual_rows, d]
             diffs = torch.cat([v for _, v in self.sample[name]])  # [<= residual_rows, d']
-            if self.aggregation == "normal":
+            if self.aggregation == "normal" and name in self.kept:
+                rows = self.kept.pop(name)
+                system = None
+                shift = dual_shift(torch.cat([u for u, _ in rows]), torch.cat([dv for _, dv in rows]),
+                                   layer_ridge(self.editor, name, self.no_reg), self.solve_dtype, name).to(diffs.dtype)
+            elif self.aggregation == "normal":
                 gram, rhs = self.sums.pop(name)  # freed layer by layer
                 system = gram_system(gram, self.rows[name], layer_ridge(self.editor, name, self.no_reg), name)
                 shift = solve_shift(rhs, system, diffs.dtype)  # S* = D U^T (U U^T + lambda I)^{-1}: [d', d]

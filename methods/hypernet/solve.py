@@ -82,6 +82,29 @@ def solve_shift(rhs: Tensor, system: RidgeSystem, dtype: torch.dtype) -> Tensor:
     return system.solve(rhs).T.to(dtype)  # A symmetric: (A^{-1} U D^T)^T = D U^T A^{-1}
 
 
+def dual_shift(keys: Tensor, value_diffs: Tensor, ridge: float, dtype: torch.dtype = torch.float32,
+               name: str = "layer") -> Tensor:
+    """S* = D (U^T U + lambda I_n)^{-1} U^T: keys [n, d], value_diffs [n, d'] -> [d', d].
+
+    The same S* as `normal_equation` (push-through identity: (U U^T + lambda I_d)^{-1} U =
+    U (U^T U + lambda I_n)^{-1}), from an `n x n` system: cheaper when there are fewer rows n than
+    key dimensions d (an edit of m = 64 on SmolLM2: n ~ 230, d = 1536). The fp32 -> float64
+    fallback is `ridge_system`'s.
+    """
+    n, d = keys.shape
+    _refuse_singular(n, d, ridge, name)
+    if n == 0:
+        return value_diffs.new_zeros((value_diffs.shape[1], d))
+    rows = keys.to(dtype)
+    factor, info = _cholesky(rows @ rows.T, ridge)  # U^T U + lambda I: [n, n]
+    if int(info) != 0 and dtype != torch.float64:
+        rows = keys.to(torch.float64)
+        factor, info = _cholesky(rows @ rows.T, ridge)
+    _checked(factor, info, ridge, name)
+    solved = torch.cholesky_solve(value_diffs.to(factor.dtype), factor)  # (U^T U + lambda I)^{-1} D^T: [n, d']
+    return (solved.T @ rows).to(value_diffs.dtype)  # [d', d]
+
+
 def normal_equation_autograd(keys: Tensor, value_diffs: Tensor, ridge: Tensor) -> Tensor:
     """The same S* with autograd through D and lambda (the concatenated, MEND-style graph)."""
     d = keys.shape[1]
