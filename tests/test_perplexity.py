@@ -92,3 +92,15 @@ def test_negative_ppl_tokens_is_refused():
 
     with pytest.raises(EditbenchError, match="ppl_tokens"):
         registry.create("task", "zsre-smollm2", {"ppl_tokens": "-1"})
+
+
+def test_the_facts_task_on_any_causal_lm_reports_ppl(tmp_path, monkeypatch):
+    from editbench import registry
+
+    monkeypatch.setenv("EDITBENCH_DATA", str(data_dir()))
+    tiny_causal("llama").save_pretrained(tmp_path / "llama")
+    char_tokenizer().save_pretrained(tmp_path / "llama")
+    task = registry.create("task", "facts", {"model": str(tmp_path / "llama"), "ppl_tokens": "100"})
+    model = task.load_model()
+    expected, _ = wikitext_perplexity(model, task.tokenizer, 100)
+    assert task.extra_metrics(model, []) == {"ppl": pytest.approx(expected)}

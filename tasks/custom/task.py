@@ -37,6 +37,7 @@ from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.counterfact_records import parse_request
 from editbench.tasks.common.layers import Architecture
 from editbench.tasks.common.nq import NQ_OPEN_DEV, load_nq
+from editbench.tasks.common.perplexity import ppl_tokens_field
 from editbench.tasks.common.records import Record, read_records
 from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.splits import SplitRequests
@@ -66,6 +67,7 @@ class FactsConfig(TaskConfig):
     valid_fraction: float = field(default=0.1, metadata={
         "help": "fraction of the facts held out to validate an editor's training", "check": between(0.0, 1.0)})
     split_seed: int = field(default=0, metadata={"help": "seed of the one shuffle that cuts train / valid / eval"})
+    ppl_tokens: int = ppl_tokens_field()
 
 
 class FactsTask(SplitRequests, CausalLMTask):
