@@ -176,6 +176,7 @@ class PrefixCache:
         self.bytes = 0
         self._busy = False  # set while the cache runs the model itself (no re-entry through `active`)
         self._feeding = 0  # `feed` blocks open: `active` leaves their calls alone
+        self._last_start: tuple[Any, Any] = (None, None)  # (opening, lower skipped, parameter versions), its Start
 
     @property
     def applies(self) -> bool:
@@ -265,13 +266,19 @@ class PrefixCache:
             stack.callback(self._done_feeding)
             if length:
                 ids = batch.inputs["input_ids"]
-                with torch.no_grad() if not graph else nullcontext():
-                    if states is not None:
-                        lower, opening = self._start_below(ids[0, :length])
-                        with self.prefix.feeding(opening):
-                            start = run_start(self.model, ids[:1, :length], lower)
-                    else:
-                        start = run_start(self.model, ids[:1, :length])
+                # Without graph the opening's run is reused while no parameter changes (batches of one capture).
+                key = (tuple(ids[0, :length].tolist()), states is not None,
+                       tuple(p._version for p in self.model.parameters())) if not graph else None
+                start = self._last_start[1] if key is not None and self._last_start[0] == key else None
+                if start is None:
+                    with torch.no_grad() if not graph else nullcontext():
+                        if states is not None:
+                            lower, opening = self._start_below(ids[0, :length])
+                            with self.prefix.feeding(opening):
+                                start = run_start(self.model, ids[:1, :length], lower)
+                        else:
+                            start = run_start(self.model, ids[:1, :length])
+                    self._last_start = (key, start) if key is not None else (None, None)
                 stack.enter_context(serving(self.model, start))
             if states is not None:
                 stack.enter_context(self.prefix.feeding(states[:, length:]))

@@ -171,3 +171,28 @@ def test_edit_gives_the_same_deltas(task):
     for name in names:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-8, atol=1e-12)
         assert float(expected[name].abs().max()) > 0
+
+
+def test_a_reused_opening_follows_the_weights(task):
+    """Without graph the opening's run is reused across batches until a parameter changes in place."""
+    names = upper(task)
+    pairs = train_pairs(task, 6, seed=9)
+    cache = PrefixCache(task.model, names, skip_lower=False)
+    weight = task.model.get_submodule(names[0]).weight
+    original = weight.detach().clone()
+    runs, handle = tokens_seen(task.model.get_submodule(names[0]))
+    try:
+        capture(task, task.model, names, pairs, True, 2, cache)  # three batches, one run of the opening
+        assert sum(b == 1 for b, _ in runs) == 1 and len(runs) == 4
+        with torch.no_grad():
+            weight.add_(0.1 * torch.randn_like(weight))
+        got = capture(task, task.model, names, pairs, True, 2, cache)
+        assert sum(b == 1 for b, _ in runs) == 2  # run again for the changed weights
+        expected = capture(task, task.model, names, pairs, True, 2, PrefixCache(task.model, names, share_starts=False))
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            weight.copy_(original)
+    for name in names:
+        for a, b in zip(got[name], expected[name]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
