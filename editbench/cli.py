@@ -118,7 +118,8 @@ def run(method, task, edits, seed, device, dtype, out, data_dir, own_data, sets,
         click.echo(f"  {key} {value:.4g}")
     if record.get("saved_edit"):
         click.echo(f"  edit saved to {record['saved_edit']}")
-    click.echo(f"  recorded as {record['run_id']} in {Path(out).expanduser() if out else default_store()}/runs.jsonl")
+    if "run_id" in record:
+        click.echo(f"  recorded as {record['run_id']} in {Path(out).expanduser() if out else default_store()}/runs.jsonl")
 
 
 @main.command(name="list")

@@ -1,12 +1,14 @@
 """Classifier machinery on a tiny random BERT: labels, logits, key masks, preparation cache."""
 import hashlib
 import json
+import logging
 
 import pytest
 import torch
 
 from editbench.data import user_cache
 from editbench.errors import EditbenchError
+from editbench.logs import set_level
 from editbench.tasks.common.classifier import ClassifierTask, FirstTokenClassifier, is_prepared, load_prepared
 from editbench.tasks.fever.task import FeverTask
 from tiny import char_tokenizer
@@ -109,7 +111,11 @@ def test_a_damaged_prepared_classifier_is_prepared_again_never_loaded(tmp_path, 
     with pytest.raises(CorruptArtifact, match="model.safetensors is corrupt"):
         load_prepared(folder, 2, "cpu", torch.float32)
     capsys.readouterr()
-    again = task.load_model()
+    set_level(logging.INFO)  # "preparing ..." is progress (INFO): shown with editbench -v
+    try:
+        again = task.load_model()
+    finally:
+        set_level(logging.WARNING)
     err = capsys.readouterr().err
     assert "model.safetensors is corrupt" in err and f"preparing {task.name}" in err
     for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
