@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+import logging
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +25,8 @@ from editbench.methods.hypernet.network import Editor
 from editbench.methods.hypernet.shifts import StreamedShifts, residual_of
 from editbench.modules import add_to_weight, get_module, restore, snapshot, weight_of
 from editbench.prefix import PrefixCache
+
+log = logging.getLogger(__name__)
 
 
 def meta_batch(requests: Sequence[EditRequest], seed: int) -> MetaBatch:
@@ -107,7 +109,7 @@ def train_editor(editor: Editor, task: Task, model: nn.Module, setup: EditorSetu
         history, stale, first = progress["history"], progress["stale"], progress["step"] + 1
         best = {"score": progress["best_score"], "step": progress["best_step"], "state": best_state}
         started -= progress["seconds"]
-        print(f"editbench: resuming meta-training at step {first} from {resume}", file=sys.stderr, flush=True)
+        log.warning(f"resuming meta-training at step {first} from {resume}")  # a killed training: worth seeing
     else:
         # Step 0: the untrained editor's validation scores, the baseline that training must beat.
         start = validate(editor, task, model, valid_requests, setup, prefix)
