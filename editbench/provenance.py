@@ -22,14 +22,21 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
-    """HEAD of the editbench checkout (with '-dirty' when tracked files changed), if it is one."""
-    root = Path(__file__).resolve().parent.parent
+# What a run writes into the checkout (the curated results store, the rendered leaderboards): a
+# change there is output, not a change to the code that is measured.
+_OUTPUT_PATHS = ("results", "leaderboards")
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """HEAD of the editbench checkout (with '-dirty' when tracked files other than the run outputs
+    under `_OUTPUT_PATHS` changed), if it is one; `root` defaults to editbench's own checkout."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){path}" for path in _OUTPUT_PATHS)],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

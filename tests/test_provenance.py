@@ -39,3 +39,26 @@ def test_architecture_config_changes_the_fingerprint():
     before = model_fingerprint(model)
     model.config.rms_norm_eps = model.config.rms_norm_eps * 10
     assert model_fingerprint(model) != before
+
+
+def test_a_run_output_does_not_make_the_checkout_dirty_but_a_code_change_does(tmp_path):
+    import subprocess
+
+    from editbench.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("results/runs.jsonl", "leaderboards/t.md", "editbench/code.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("a\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "results/runs.jsonl").write_text("a\nb\n")  # a sweep appending its records
+    (tmp_path / "leaderboards/t.md").write_text("b\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "editbench/code.py").write_text("b\n")
+    assert git_commit(tmp_path) == clean + "-dirty"
