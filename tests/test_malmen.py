@@ -96,3 +96,24 @@ def test_bfloat16_model_edits(tmp_path):
     method.prepare(task, task.model, tmp_path)
     result = method.edit(task, task.model, task.requests("eval", 3, seed=0))
     assert all(d.dtype == torch.bfloat16 and torch.isfinite(d.float()).all() for d in result.deltas.values())
+
+
+class NoRephraseTask(TinyCausalTask):
+    """Requests without equivalent prompts, as FEVER's claims: validation has no GS."""
+
+    def requests(self, split, count, seed):
+        import dataclasses
+
+        return [dataclasses.replace(r, equivalents=()) for r in super().requests(split, count, seed)]
+
+
+def test_training_selects_on_the_metrics_a_task_has(tmp_path):
+    task = NoRephraseTask("gpt2", model=tiny_causal("gpt2"))
+    from editbench.methods.hypernet.training import train_editor
+
+    method = Malmen(tiny_config(Malmen, checkpoint=False))
+    method.editor = method.build_editor(task, task.model)
+    info = train_editor(method.editor, task, task.model, method.setup(task, task.model), method.config)
+    start = info["history"][0]
+    assert start["valid_gs"] is None
+    assert start["valid_score"] == pytest.approx((start["valid_es"] + start["valid_ls"]) / 2)
