@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from editbench.data import DataFile
+from editbench.data import DataFile, resolve
 from editbench.tasks.common.records import read_records
 
 _NQ_URL = "https://raw.githubusercontent.com/google-research-datasets/natural-questions/master/nq_open/"
@@ -33,3 +33,17 @@ def load_nq(path: Path) -> list[tuple[str, str]]:
     for record in read_records(path):
         pairs.append((as_prompt(record.text("question")), record.texts("answer")[0]))
     return pairs
+
+
+class NQPairs:
+    """Mixin of a task that draws extra unrelated tuples from NQ-open (it has `data_dir` and a
+    `_files` dict of the data files it read): `_nq_pairs()` loads them once and records the file."""
+
+    _nq: list[tuple[str, str]] | None = None
+
+    def _nq_pairs(self) -> list[tuple[str, str]]:
+        if self._nq is None:
+            path = resolve(NQ_OPEN_DEV, self.data_dir)
+            self._files[NQ_OPEN_DEV.path] = path
+            self._nq = load_nq(path)
+        return self._nq

@@ -30,13 +30,12 @@ from torch import nn
 
 from editbench.api import EditRequest, TaskConfig
 from editbench.config import between, one_of
-from editbench.data import resolve
 from editbench.errors import EditbenchError
 from editbench.tasks.common import formats
 from editbench.tasks.common.causal import CausalLMTask, prepare_tokenizer
 from editbench.tasks.common.counterfact_records import parse_request
 from editbench.tasks.common.layers import Architecture
-from editbench.tasks.common.nq import NQ_OPEN_DEV, load_nq
+from editbench.tasks.common.nq import NQPairs
 from editbench.tasks.common.perplexity import ppl_tokens_field
 from editbench.tasks.common.records import Record, read_records
 from editbench.tasks.common.sampling import split_records
@@ -70,7 +69,7 @@ class FactsConfig(TaskConfig):
     ppl_tokens: int = ppl_tokens_field()
 
 
-class FactsTask(SplitRequests, CausalLMTask):
+class FactsTask(NQPairs, SplitRequests, CausalLMTask):
     """Any causal LM from the hub or a local folder, edited on a fact file you give."""
 
     name = "facts"
@@ -90,7 +89,6 @@ class FactsTask(SplitRequests, CausalLMTask):
                                  "facts to edit (expected a sum below 1)")
         self._splits: dict[str, list[EditRequest]] | None = None
         self._files: dict[str, Path] = {}
-        self._nq: list[tuple[str, str]] | None = None
         self._architecture: tuple[Architecture, int] | None = None
 
     # -- model ---------------------------------------------------------------------------------
@@ -130,13 +128,6 @@ class FactsTask(SplitRequests, CausalLMTask):
         return structural_modules(self._architecture, role)
 
     # -- data ----------------------------------------------------------------------------------
-    def _nq_pairs(self) -> list[tuple[str, str]]:
-        if self._nq is None:
-            path = resolve(NQ_OPEN_DEV, self.data_dir)
-            self._files[NQ_OPEN_DEV.path] = path
-            self._nq = load_nq(path)
-        return self._nq
-
     def _layout(self, records: list[Record]) -> str:
         if self.config.layout != "auto":
             return self.config.layout

@@ -16,7 +16,7 @@ from editbench.api import EditRequest, TaskConfig
 from editbench.config import non_negative, one_of
 from editbench.data import resolve
 from editbench.errors import EditbenchError
-from editbench.tasks.common.nq import NQ_OPEN_DEV, load_nq
+from editbench.tasks.common.nq import NQPairs
 from editbench.tasks.common.records import read_records
 from editbench.tasks.common.sampling import split_records
 from editbench.tasks.common.splits import SplitRequests
@@ -43,7 +43,7 @@ class ZsreConfig(TaskConfig):
         "check": one_of(*UNRELATED)})
 
 
-class ZsreTask(SplitRequests):
+class ZsreTask(NQPairs, SplitRequests):
     """zsRE data for any model family (a mix-in placed before the model-family task class)."""
 
     Config = ZsreConfig
@@ -58,14 +58,6 @@ class ZsreTask(SplitRequests):
             raise EditbenchError(f"target {self.config.target!r} is not one of {', '.join(TARGETS)}")
         self._splits: dict[str, list[EditRequest]] | None = None
         self._files: dict[str, Path] = {}
-        self._nq: list[tuple[str, str]] | None = None
-
-    def _nq_pairs(self) -> list[tuple[str, str]]:
-        if self._nq is None:
-            path = resolve(NQ_OPEN_DEV, self.data_dir)
-            self._files[NQ_OPEN_DEV.path] = path
-            self._nq = load_nq(path)
-        return self._nq
 
     def _requests(self, facts: list[ZsreFact], prefix: str) -> list[EditRequest | None]:
         """One request per fact (None for a fact without `alt` when the target is 'alt')."""
