@@ -13,7 +13,8 @@ UNSET = "EDITBENCH_DATA is not set: point it at the data folder (zsre/, counterf
 
 def data_root() -> Path | None:
     folder = os.environ.get("EDITBENCH_DATA", "")
-    return Path(folder) if folder and Path(folder).is_dir() else None
+    # Absolute, so that a test that changes directory still finds it (CI sets ../shared/data).
+    return Path(folder).resolve() if folder and Path(folder).is_dir() else None
 
 
 def skip_reason() -> str:
