@@ -12,8 +12,8 @@ from typing import Any
 
 # MALMEN / MEND on the embedded SmolLM2 on 2 CPU cores: the A.6 hyper-parameters, with a training
 # budget that fits a CPU. The paper trains at the evaluation m until validation stops improving, on
-# a GPU, for hours. Here one meta-step at m = 64 costs about 40 s (1 thread, once its tuples' lower
-# blocks are cached; about 110 s before), so the editor trains at m = 16 (a quarter of the cost),
+# a GPU, for hours. Here one meta-step at m = 64 costs about 18 CPU-seconds (1 thread, once its
+# tuples' lower blocks and shared chat opening are cached; about 60 s at d185c99), so the editor trains at m = 16 (a quarter of the cost),
 # for at most 24 steps (about 10 minutes with validation), validated every 4 steps on 32 requests,
 # and stops after 2 validations without improvement. Set `train_edits=...` (or `--set
 # train_edits=64`) and a larger `train_steps` to follow the paper's protocol.
