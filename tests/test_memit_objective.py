@@ -202,3 +202,110 @@ def test_memory_budget_splits_the_z_batch_without_changing_z():
     z_alone, _, stats_alone = optimise_targets(task, model, requests, block, alone)
     assert stats_alone["z_batches"] == 3 and stats_alone["z_bytes_per_token"] > 0
     torch.testing.assert_close(z_alone, z, rtol=1e-4, atol=1e-5)
+
+
+OPENING = "System: answer in one word. "  # every row opens with it, as with a chat template's system turn
+
+
+class OpeningTask(TinyCausalTask):
+    """Prompts formatted behind a fixed opening, so that the z batch's rows share their first tokens."""
+
+    def batch(self, pairs):
+        return super().batch([(OPENING + prompt, answer) for prompt, answer in pairs])
+
+    def subject_token_index(self, prompt, subject):
+        return super().subject_token_index(OPENING + prompt, subject)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gptj", "llama"])
+@pytest.mark.parametrize("opening", [False, True])
+def test_fast_z_pass_equals_the_plain_forward_in_loss_and_gradient(arch, opening):
+    """The z pass that skips the blocks up to L (cached states), runs a shared opening once and applies
+    the head at the read positions only gives the plain pass's loss terms and gradient in δ (float64)."""
+    from editbench.methods.memit.targets import ZProblem
+
+    task = (OpeningTask if opening else TinyCausalTask)(arch)
+    model = task.load_model(dtype=torch.float64)
+    block = block_of(task.edit_modules("memit")[-1])
+    config = MemitConfig(**SETTINGS)
+    requests = [request(0), request(1)]
+    fast = ZProblem(task, model, requests, block, config)
+    plain = ZProblem(task, model, requests, block, config, skip_lower=False)
+    assert fast.following is not None and fast.cache.applies and not plain.cache.applies
+    shared = []
+    fast.cache.feed = _recording(fast.cache.feed, shared)
+    gen = torch.Generator().manual_seed(5)
+    delta = (torch.randn(fast.z0.shape, generator=gen, dtype=torch.float64) * 0.3 * fast.z0.norm(dim=1, keepdim=True))
+    results = []
+    for problem in (fast, plain):
+        d = delta.clone().requires_grad_(True)
+        terms = problem.losses(d)
+        terms.loss.sum().backward()
+        results.append((terms, d.grad))
+    (a, grad_a), (b, grad_b) = results
+    for name in ("loss", "nll", "kl", "decay"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad_a, grad_b, rtol=1e-8, atol=1e-12)
+    assert float(grad_a.abs().sum()) > 0
+    assert (max(shared) >= len(OPENING) - 1) if opening else (max(shared) == 0)
+
+
+def _recording(feed, lengths):
+    """Wraps `PrefixCache.feed` to record the opening length P of every pass."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def wrapped(*args, **kwargs):
+        with feed(*args, **kwargs) as length:
+            lengths.append(length)
+            yield length
+    return wrapped
+
+
+def test_fast_z_pass_runs_no_block_below_the_z_layer_and_the_head_at_read_positions_only():
+    from editbench.methods.memit.targets import ZProblem
+
+    task = OpeningTask("llama")
+    model = task.load_model()
+    names = task.edit_modules("memit")
+    block = block_of(names[-1])
+    problem = ZProblem(task, model, [request(0), request(1)], block, MemitConfig(**SETTINGS))
+    with torch.no_grad():
+        problem.losses(torch.zeros_like(problem.z0))  # the first pass keeps the states entering block L+1
+    calls, head_rows = [], []
+    blocks = model.model.layers
+    handles = [b.register_forward_pre_hook(lambda m, a, i=i: calls.append(i)) for i, b in enumerate(blocks)]
+    handles.append(model.get_output_embeddings().register_forward_hook(lambda m, a, o: head_rows.append(o.shape)))
+    try:
+        with torch.no_grad():
+            problem.losses(torch.zeros_like(problem.z0))
+    finally:
+        for h in handles:
+            h.remove()
+    top = int(block.rsplit(".", 1)[1])
+    assert calls == [top + 1]  # blocks 0..L never ran; the opening's run is reused while no weight changes
+    read = int((problem.prompts.batch.labels != -100).sum()) + 2  # answer tokens + one per essence row
+    assert head_rows[-1] == (read, model.config.vocab_size)
+
+
+def test_update_reads_the_keys_above_the_unchanging_lower_blocks_once(tmp_path, monkeypatch):
+    """The per-layer key passes of the update skip the blocks below the first edited one after one pass."""
+    from editbench.methods.memit import method as memit_method
+
+    task, model = sharp_task()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Paragraph {i}: the {i}th town." for i in range(10)))
+    config = MemitConfig(**SETTINGS, stats_corpus=str(corpus), stats_dir=str(tmp_path))
+    requests = [request(0), request(1)]
+    method = Memit(config)
+    method.prepare(task, model, tmp_path)
+    z, z0, stats = optimise_targets(task, model, requests, block_of(task.edit_modules("memit")[-1]), config)
+    monkeypatch.setattr(memit_method, "optimise_targets", lambda *args: (z, z0, dict(stats)))
+    first = int(task.edit_modules("memit")[0].split(".")[2])
+    calls = []
+    handle = model.model.layers[first - 1].register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        method.edit(task, model, requests)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # one pass of the 8 rows fills the cache; the 2 + 1 key and output passes reuse it

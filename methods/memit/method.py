@@ -30,6 +30,7 @@ from editbench.methods.memit.stats import CovarianceCache, compute_covariances
 from editbench.methods.memit.targets import optimise_targets, split_kl_prompt
 from editbench.methods.memit.update import memit_update
 from editbench.modules import add_to_weight, get_module
+from editbench.prefix import PrefixCache
 from editbench.provenance import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ class Memit(Method):
         bare = torch.arange(0, len(rows), 1 + len(cfg.prefixes))  # first context of each request
         weight = context_weights(len(cfg.prefixes)).repeat(m)  # [rows]: the weight of each context in its key
         deltas = {}
-        with torch.no_grad():
+        # The blocks below the first edited one never change: their states are computed once (PrefixCache).
+        with torch.no_grad(), PrefixCache(model, names).active():
             for i, name in enumerate(names):
                 found = read_at_subjects(model, prompts, inputs_of=[name], outputs_of=[block], batch_size=cfg.batch_size)
                 keys = weighted_sum_by_owner(found[name], prompts.owner, weight, m)  # [m, d_in]: two-level average

@@ -24,13 +24,14 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from editbench.api import EditRequest, Task
+from editbench.api import Batch, EditRequest, Task
 from editbench.errors import EditbenchError
 from editbench.guard import check_finite
 from editbench.methods.memit.budget import autograd_bytes, group_by_budget
 from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.locate import Prompts, contexts, hidden_of, read_at_subjects, tokenise, with_hidden
 from editbench.modules import get_module
+from editbench.prefix import PrefixCache
 
 
 def split_kl_prompt(template: str) -> tuple[str, str]:
@@ -59,18 +60,39 @@ def frozen_parameters(model: nn.Module):
         model.train(was_training)
 
 
+def next_block(model: nn.Module, block: str) -> str | None:
+    """The block after `block` in its block list ('model.layers.8' -> 'model.layers.9'); None for the last."""
+    parent, _, index = block.rpartition(".")
+    blocks = model.get_submodule(parent) if parent and index.isdigit() else None
+    if not isinstance(blocks, nn.ModuleList) or int(index) + 1 >= len(blocks):
+        return None
+    return f"{parent}.{int(index) + 1}"
+
+
+def _shifted(hidden: Tensor, rows: Prompts, delta: Tensor, skipped: int) -> Tensor:
+    """`hidden: [b, t, d]` (positions skipped.. of each row) plus `delta[owner]` at each row's subject."""
+    index = (torch.arange(hidden.shape[0], device=hidden.device), rows.position - skipped)
+    return hidden + torch.zeros_like(hidden).index_put(index, delta[rows.owner].to(hidden.dtype))
+
+
 @contextlib.contextmanager
-def residual_added(model: nn.Module, block: str, delta: Tensor, state: dict):
-    """Adds `delta[owner]` to block `block`'s output at each row's subject position (`state['rows']`)."""
+def residual_added(model: nn.Module, block: str, following: str | None, delta: Tensor, rows: Prompts, skipped: int = 0):
+    """Adds `delta[owner]` to block `block`'s output at each row's subject position: as the input of
+    block `following` where there is one (then the blocks up to `block` may be skipped, `PrefixCache`),
+    else as a forward hook on `block`. `skipped`: the shared opening's length (hooks see positions P..)."""
 
-    def add(module: nn.Module, args: tuple, output):
-        hidden = hidden_of(output)  # [b, t, d]
-        rows: Prompts = state["rows"]
-        index = (torch.arange(hidden.shape[0], device=hidden.device), rows.position)
-        shift = torch.zeros_like(hidden).index_put(index, delta[rows.owner].to(hidden.dtype))
-        return with_hidden(output, hidden + shift)
+    def add_output(module: nn.Module, args: tuple, output):
+        return with_hidden(output, _shifted(hidden_of(output), rows, delta, skipped))
 
-    handle = get_module(model, block).register_forward_hook(add)
+    def add_input(module: nn.Module, args: tuple, kwargs: dict):
+        if args:
+            return (_shifted(args[0], rows, delta, skipped),) + args[1:], kwargs
+        return args, {**kwargs, "hidden_states": _shifted(kwargs["hidden_states"], rows, delta, skipped)}
+
+    if following is None:
+        handle = get_module(model, block).register_forward_hook(add_output)
+    else:
+        handle = get_module(model, following).register_forward_pre_hook(add_input, with_kwargs=True)
     try:
         yield
     finally:
@@ -117,7 +139,8 @@ def z_batches(task: Task, model: nn.Module, requests: Sequence[EditRequest], blo
     """Groups of requests optimised together, and the measured bytes per padded token of a z step (0: not measured).
 
     With `z_memory_mb > 0`, one probe forward (the first request's rows) measures what autograd keeps
-    per padded token, plus the logits and their gradient (2 · V floats); groups then hold at most
+    per padded token, plus the logits and their gradient (2 · V floats per position the head runs
+    at), averaged over the probe's padded tokens; groups then hold at most
     `z_batch_size` requests and at most `z_memory_mb` of that estimate (`budget.py`).
     """
     if config.z_memory_mb <= 0:
@@ -127,8 +150,9 @@ def z_batches(task: Task, model: nn.Module, requests: Sequence[EditRequest], blo
         delta = torch.zeros_like(probe.z0, requires_grad=True)
         _, saved = autograd_bytes(model, lambda: probe.losses(delta).loss.sum())
     tokens = probe.prompts.batch.inputs["attention_mask"].numel()  # padded tokens of the probe
+    outputs = int((probe.prompts.batch.labels != -100).sum()) + 1  # positions the head runs at (+1: the essence row)
     vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
-    bytes_per_token = saved / tokens + 2 * 4 * vocab
+    bytes_per_token = (saved + 2 * 4 * vocab * outputs) / tokens
     rows, widths = [], []
     for request in requests:
         rewrite, essence = request_rows(request, config)
@@ -154,11 +178,21 @@ class ZProblem:
     Rows: for each request its contexts (bare prompt first, then `"{prefix}. {prompt}"`), then one
     essence row per request ("{subject} is a", no labels). `losses(delta, rows)` runs one forward
     pass with `delta[owner]` added at block `block`'s output at each row's subject position.
+
+    δ changes nothing below block L+1, so a pass runs only the blocks above L on hidden states kept
+    from one pass of the blocks up to L (`PrefixCache`; `skip_lower=False` runs the whole model),
+    runs the tokens that open every row once (a chat template's system turn, `shared_start`), and
+    applies the vocabulary head only where a loss reads it: the answer tokens and the essence
+    rows' subject position.
     """
 
-    def __init__(self, task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig):
+    def __init__(self, task: Task, model: nn.Module, requests: Sequence[EditRequest], block: str, config: MemitConfig,
+                 skip_lower: bool = True):
         device = next(model.parameters()).device
         self.task, self.model, self.block, self.config, self.m = task, model, block, config, len(requests)
+        self.following = next_block(model, block)
+        self.cache = PrefixCache(model, [self.following] if self.following else [], skip_lower=skip_lower and
+                                 self.following is not None)
         rows = [request_rows(r, config) for r in requests]
         rewrite = [(i, *row) for i, (context_rows, _) in enumerate(rows) for row in context_rows]
         essence = [(i, *essence_row) for i, (_, essence_row) in enumerate(rows)]
@@ -175,9 +209,16 @@ class ZProblem:
         self.initial_log_probs = torch.empty_like(log_probs).index_copy_(0, owners, log_probs)  # [m, V]: p₀, δ = 0
 
     def _forward(self, rows: Prompts, is_essence: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        state = {"rows": rows}
-        with residual_added(self.model, self.block, delta, state):
-            return _losses(self.task, self.model, rows, is_essence, self.m)
+        # Read positions: the answer tokens' labels, and a mark (0) at each essence row's subject.
+        marks = rows.batch.labels.clone()  # [b, T-1]; logits[:, t] predicts token t+1
+        essence_rows = torch.nonzero(is_essence).squeeze(1)
+        marks[essence_rows, rows.position[essence_rows]] = 0
+        batch = Batch(rows.batch.inputs, marks)
+        # The opening run once must end before every subject (δ enters there).
+        with self.cache.feed(batch, limit=int(rows.position.min()), graph=False) as skipped:
+            with residual_added(self.model, self.block, self.following, delta, rows, skipped):
+                logits = self.task.answer_logits(self.model, batch)  # [k, V], row-major over marks != -100
+        return _losses(logits, marks, rows, is_essence, self.m)
 
     def losses(self, delta: Tensor, rows: Tensor | None = None) -> ZLosses:
         """Eq. 16's terms at `delta: [m, d]`, over the given row indices (default: all rows)."""
@@ -238,18 +279,17 @@ def _optimise_chunk(task: Task, model: nn.Module, requests: Sequence[EditRequest
     return z, z0, final_loss, first_nll, final_nll, passes
 
 
-def _losses(task: Task, model: nn.Module, rows: Prompts, is_essence: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-request target NLL `[m]` (0 for absent requests), and the essence rows' log-probs `[a, V]` with their owners."""
-    logits = task.logits(model, rows.batch)  # [b, T-1, V]; position t predicts token t+1
-    labels = rows.batch.labels
-    answer = labels != -100
-    row_of = torch.nonzero(answer)[:, 0]  # [n]
-    token_nll = nn.functional.cross_entropy(logits[answer].float(), labels[answer], reduction="none")  # [n]
+def _losses(logits: Tensor, marks: Tensor, rows: Prompts, is_essence: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-request target NLL `[m]` (0 for absent requests), and the essence rows' log-probs `[a, V]` with
+    their owners, from `logits: [k, V]` read at `marks != -100` (row-major; one mark per essence row)."""
+    read = marks != -100
+    row_of = torch.nonzero(read)[:, 0]  # [k]
+    scored = ~is_essence[row_of]  # [k]: answer tokens of the rewrite rows
+    token_nll = nn.functional.cross_entropy(logits[scored].float(), marks[read][scored], reduction="none")
+    answer_tokens = (rows.batch.labels != -100).sum(1).clamp(min=1)  # [b]
+    per_row = torch.zeros(len(marks), device=logits.device).index_add(0, row_of[scored], token_nll) / answer_tokens
     rewrite = ~is_essence
-    per_row = torch.zeros(len(labels), device=logits.device).index_add(0, row_of, token_nll)
-    per_row = per_row / answer.sum(1).clamp(min=1)  # [b]: mean NLL per answer token
     nll = torch.zeros(m, device=logits.device).index_add(0, rows.owner[rewrite], per_row[rewrite])
     contexts_per = torch.bincount(rows.owner[rewrite], minlength=m).clamp(min=1)
-    essence_rows = torch.nonzero(is_essence).squeeze(1)
-    at_subject = logits[essence_rows, rows.position[essence_rows]].float()  # [a, V]
-    return nll / contexts_per, at_subject.log_softmax(-1), rows.owner[essence_rows]
+    at_subject = logits[~scored].float()  # [a, V]: one per essence row, in row order
+    return nll / contexts_per, at_subject.log_softmax(-1), rows.owner[row_of[~scored]]
