@@ -64,10 +64,14 @@ def architecture_config(model: nn.Module) -> dict:
     return {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
 
 
-def _bit_sum(flat: torch.Tensor) -> int:
-    """Integer sum of the bit patterns of `flat: [n]`: exact and order-free, so every device agrees."""
+def _bit_sum(flat: torch.Tensor, chunk: int = 1 << 20) -> int:
+    """Integer sum of the bit patterns of `flat: [n]`: exact and order-free, so every device agrees.
+
+    Summed `chunk` values at a time: the int64 widening of a whole embedding matrix would hold
+    twice its bytes (SmolLM2: 216 MiB) at once."""
     as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
-    return int(flat.contiguous().view(as_int).sum(dtype=torch.int64))
+    bits = flat.contiguous().view(as_int)
+    return sum(int(bits[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, bits.numel(), chunk))
 
 
 def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:

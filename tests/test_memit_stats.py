@@ -69,7 +69,7 @@ def test_one_pass_equals_per_layer_passes_and_stops_early():
     for name in names:
         alone, count_alone = second_moments(model, batches, [name])
         assert count_alone == count
-        torch.testing.assert_close(together[name], alone[name], rtol=0, atol=0)
+        torch.testing.assert_close(together[name].dense(), alone[name].dense(), rtol=0, atol=0)
 
 
 def test_statistics_are_cached_and_reused(tmp_path, monkeypatch):
@@ -187,3 +187,24 @@ def test_datasets_corpus_names(monkeypatch):
     assert texts == ["first paragraph", "second paragraph"] and asked[-1] == ("Salesforce/wikitext", "wikitext-103-raw-v1", "train")
     corpus_module.load_texts("someone/corpus:en", 3, None)
     assert asked[-1] == ("someone/corpus", "en", "train")
+
+
+@pytest.mark.parametrize("dim", [150, 450, 1000])  # one panel; two; five of 200
+def test_symmetric_sum_equals_dense_float64_sum(dim):
+    torch.manual_seed(0)
+    total = stats_module.SymmetricSum(dim)
+    assert len(total.panels) == max(1, dim // stats_module.PANEL_WIDTH)
+    batches = [torch.randn(n, dim) * 3 + 1 for n in (37, 64, 5)]
+    for keys in batches:
+        total.add(keys)
+    keys = torch.cat(batches).double()
+    expected = keys.T @ keys
+    dense = total.dense(len(keys), torch.float32)
+    split = total.bounds[1]
+    assert dense.dtype == torch.float32 and torch.equal(dense[split:, :split], dense[:split, split:].T)  # mirrored
+    # float32 products (each exact to ~1e-6 relative), float64 sums.
+    torch.testing.assert_close(dense.double(), expected / len(keys), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(total.dense(), expected, rtol=1e-5, atol=1e-4)
+    exact = stats_module.SymmetricSum(dim)
+    exact.add(keys)  # float64 products
+    torch.testing.assert_close(exact.dense(), expected, rtol=1e-12, atol=1e-9)

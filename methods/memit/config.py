@@ -52,6 +52,6 @@ class MemitConfig(MethodConfig):
     stats_corpus: str = field(default="wikitext-2", metadata={"help": "'wikitext-2' (validation split, data folder), a local text file, or a `datasets` name such as 'wikitext-103' or 'NAME:CONFIG'"})
     stats_samples: int = field(default=1000, metadata={"help": "texts read from the corpus (paper: 100,000 Wikipedia articles; WikiText-2 valid has 1,841 paragraphs)", "check": count})
     stats_max_length: int = field(default=512, metadata={"help": "tokens kept per text", "check": count})
-    stats_batch_tokens: int = field(default=1024, metadata={"help": "padded tokens per forward pass of the statistics (1024: SmolLM2, 100 texts x 6 layers peaks at 0.84 GiB vs 1.06 GiB with 4096, same CPU time)", "check": count})
+    stats_batch_tokens: int = field(default=512, metadata={"help": "padded tokens per forward pass of the statistics (512: SmolLM2, 100 texts x 6 layers, the pass peaks 15 MiB lower than with 1024 and pads 2.7% instead of 5.9%, same CPU time)", "check": count})
     stats_dir: str = field(default="", metadata={"help": "folder of the cached covariances ('' = <editbench cache>/statistics, shared by every MEMIT config)"})
-    stats_dtype: str = field(default="float32", metadata={"help": "dtype of the keys and the stored covariance (reference: float32); sums are kept in float64", "check": one_of(*STATS_DTYPES)})
+    stats_dtype: str = field(default="float32", metadata={"help": "dtype of the keys, their products and the stored covariance (reference: float32); sums are kept in float64 (upper block triangle)", "check": one_of(*STATS_DTYPES)})

@@ -3,12 +3,14 @@
 `C` is the `C_0 / n` of the paper's Eq. 14 (the reference's "mom2"), estimated from a text corpus.
 One forward pass serves every edited layer: pre-hooks on all edited modules read their inputs, and
 the forward stops as soon as the last of them has been read (the blocks above are never run).
+The sums are float64 and symmetric: only their upper block triangle is computed and kept (`SymmetricSum`).
 Results are cached per (model, module, corpus, sample count) as safetensors with a JSON sidecar
 beside each (provenance and sha256, `editbench.files.write_artifact`); a file whose bytes do not
 match its checksum, or that holds NaN/Inf, is removed with a warning and recomputed.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,6 +27,10 @@ from editbench.guard import is_finite
 from editbench.provenance import config_key
 from editbench.methods.memit.locate import StopForward
 from editbench.modules import get_module
+
+
+PANEL_WIDTH = 192  # rows per panel of a symmetric sum (SmolLM2's 1536 inputs: 8 panels, 56% of the full GEMM's work)
+MAX_PANELS = 16  # wide inputs (GPT-J: 16,384) get wider panels rather than many small GEMMs
 
 
 def token_batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_tokens: int) -> list[tuple[Tensor, Tensor]]:
@@ -50,51 +56,92 @@ def token_batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_t
     return batches
 
 
+class SymmetricSum:
+    """`Σ k kᵀ` ([d, d], symmetric) of one module's inputs, accumulated in float64 as its upper
+    block triangle: row panel i holds rows [a_i, a_{i+1}) and columns [a_i, d) of the sum.
+
+    Each batch costs one GEMM per panel, about (p + 1) / 2p of the full `kᵀ k` (p panels), and the
+    float64 panels hold the same share of a dense float64 sum's memory. The blocks below the
+    diagonal are the transposes of those above (`dense`).
+    """
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu"):
+        panels = min(MAX_PANELS, max(1, dim // PANEL_WIDTH))
+        self.dim = dim
+        self.bounds = [dim * i // panels for i in range(panels + 1)]
+        shapes = [(b - a, dim - a) for a, b in zip(self.bounds, self.bounds[1:])]
+        # One allocation for all panels: freed at once, it goes back to the system whole.
+        flat = torch.zeros(sum(r * c for r, c in shapes), dtype=torch.float64, device=device)
+        self.panels = [part.view(shape) for part, shape in zip(flat.split([r * c for r, c in shapes]), shapes)]
+
+    def add(self, keys: Tensor) -> None:
+        """Add `keysᵀ keys` (keys [n, d]); each panel's product is taken in `keys.dtype`."""
+        for (a, b), panel in zip(zip(self.bounds, self.bounds[1:]), self.panels):
+            panel += keys[:, a:b].T @ keys[:, a:]
+
+    def dense(self, divisor: float = 1.0, dtype: torch.dtype = torch.float64) -> Tensor:
+        """The full symmetric `Σ k kᵀ / divisor` [d, d] in `dtype` (divided in float64, then rounded)."""
+        out = torch.empty(self.dim, self.dim, dtype=dtype, device=self.panels[0].device)
+        for (a, b), panel in zip(zip(self.bounds, self.bounds[1:]), self.panels):
+            block = panel / divisor
+            out[a:b, a:] = block
+            out[b:, a:b] = block[:, b - a:].T
+        return out
+
+
 @torch.no_grad()
 def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], module_names: Sequence[str],
-                   dtype: torch.dtype = torch.float32, progress: bool = True) -> tuple[dict[str, Tensor], int]:
-    """Sums `Σ k kᵀ` ([d_in, d_in], float64) of each module's input over all real tokens, and the token count.
+                   dtype: torch.dtype = torch.float32, progress: bool = True) -> tuple[dict[str, SymmetricSum], int]:
+    """Sums `Σ k kᵀ` ([d_in, d_in], float64, see `SymmetricSum`) of each module's input over all real
+    tokens, and the token count.
 
-    Each batch's product is taken in `dtype` and added to a float64 sum.
+    Each batch's products are taken in `dtype` and added to the float64 sums. The forward keeps no
+    key/value cache and stops once the last module's input has been read.
     """
     device = next(model.parameters()).device
     batches = list(batches)
-    sums: dict[str, Tensor] = {}
+    sums: dict[str, SymmetricSum] = {}
     seen: set[str] = set()
     current: dict[str, Tensor] = {}
 
     def reader(name: str):
         def read(module: nn.Module, args: tuple) -> None:
-            keys = args[0][current["mask"]].to(dtype)  # [n, d_in]: real tokens only
-            product = keys.T @ keys  # [d_in, d_in]
-            if name in sums:
-                sums[name] += product
-            else:
-                sums[name] = product.double()
+            inputs = args[0].reshape(-1, args[0].shape[-1])  # [b * t, d_in]
+            keys = inputs if current["rows"] is None else inputs.index_select(0, current["rows"])  # [n, d_in]: real tokens
+            if name not in sums:
+                sums[name] = SymmetricSum(keys.shape[1], keys.device)
+            sums[name].add(keys.to(dtype))
             seen.add(name)
             if len(seen) == len(module_names):
                 raise StopForward
         return read
 
+    options = _no_cache(model)
     handles = [get_module(model, n).register_forward_pre_hook(reader(n)) for n in module_names]
     count = 0
     try:
         total = sum(int(mask.sum()) for _, mask in batches)
         with tqdm(total=total, unit="tok", desc="memit statistics", disable=None if progress else True) as bar:
             for ids, mask in batches:
-                current["mask"] = mask.to(device).bool()
+                tokens = int(mask.sum())
+                real = mask.to(device).reshape(-1).bool()
+                current["rows"] = None if tokens == mask.numel() else real.nonzero().squeeze(1)
                 seen.clear()
                 try:
-                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), **options)
                 except StopForward:
                     pass
-                tokens = int(mask.sum())
                 count += tokens
                 bar.update(tokens)
     finally:
         for h in handles:
             h.remove()
     return sums, count
+
+
+def _no_cache(model: nn.Module) -> dict[str, bool]:
+    """`use_cache=False` where the forward takes it: a decoder would otherwise keep every layer's keys and values."""
+    return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
 
 class CovarianceCache:
@@ -169,7 +216,9 @@ def compute_covariances(model: nn.Module, tokenizer: Any, module_names: Sequence
     max_length = min(max_length, limit) if limit else max_length  # never past the model's positions
     batches = token_batches(tokenizer, texts, max_length, batch_tokens)
     sums, count = second_moments(model, batches, module_names, dtype)
-    covariances = {name: (sums[name] / count).to(dtype) for name in module_names}
+    covariances = {}
+    for name in module_names:  # each float64 sum is freed as soon as its covariance is built
+        covariances[name] = sums.pop(name).dense(count, dtype)
     info = {"tokens": count, "texts": len(texts), "seconds": round(time.perf_counter() - start, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return covariances, info
