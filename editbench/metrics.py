@@ -9,9 +9,10 @@ argmax the edit left unchanged (a long answer weighs more than a short one).
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from editbench.api import RequestOutcome, TupleOutcome
+if TYPE_CHECKING:  # annotations only: `editbench leaderboard` runs without importing torch
+    from editbench.api import RequestOutcome, TupleOutcome
 
 DEFINITIONS: dict[str, tuple[str, str]] = {
     "es": ("higher", "edit success: per edit prompt, fraction of target tokens that are the teacher-forced argmax; mean over prompts"),

@@ -165,6 +165,18 @@ def test_list_imports_no_plugin_nor_torch_and_is_fast(plugin_env):
     assert "plugin-scale" in proc.stdout and "plug-in method: scale the edited weights by 0.99" in proc.stdout
 
 
+def test_leaderboard_check_imports_no_torch():
+    """Rendering and checking the leaderboards reads JSON records only: no torch, no plug-in."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from editbench.cli import main; "
+            "main(['leaderboard', '--check'], standalone_mode=False); "
+            "print('LOADED', 'torch' in sys.modules, any(m.startswith(('editbench.methods.', 'editbench.tasks.')) "
+            "for m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED False False" in proc.stdout.splitlines(), proc.stdout
+
+
 def test_list_descriptions_match_the_classes():
     from editbench.registry import available, describe, load
 
