@@ -309,3 +309,21 @@ def test_update_reads_the_keys_above_the_unchanging_lower_blocks_once(tmp_path, 
     finally:
         handle.remove()
     assert len(calls) == 1  # one pass of the 8 rows fills the cache; the 2 + 1 key and output passes reuse it
+
+
+def test_z_loss_at_the_last_block_equals_the_reference():
+    """With L the last block there is no block L+1 to start from: δ goes in by a hook on L's output."""
+    from editbench.methods.memit.targets import ZProblem
+
+    task, model = sharp_task()
+    block = f"model.layers.{len(model.model.layers) - 1}"
+    config = MemitConfig(**SETTINGS)
+    requests = [request(0), request(1)]
+    problem = ZProblem(task, model, requests, block, config)
+    assert problem.following is None and not problem.cache.applies
+    delta = torch.randn(problem.z0.shape, generator=torch.Generator().manual_seed(4)) * 0.2 * problem.z0.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        terms = problem.losses(delta)
+    for i, req in enumerate(requests):
+        loss, nll, kl, decay, _ = reference_loss(task, model, req, block, delta[i], config)
+        assert float(terms.loss[i]) == pytest.approx(float(loss + decay), rel=1e-4)
