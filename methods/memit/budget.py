@@ -2,8 +2,9 @@
 
 The memory of one z step is what autograd keeps for the backward pass (the activations of the
 blocks above the edited block, for every padded token of every row) plus the logits `[k, V]` at the
-k positions the losses read (answer tokens, one per essence row) and their gradient. It is linear in the padded tokens of a batch, so one probe (a forward pass of
-one request's rows, counting the bytes autograd saves) gives the bytes per padded token, and
+k positions the losses read (answer tokens, one per essence row) and their gradient. It is linear
+in the padded tokens of a batch, so one probe (a forward pass of one request's rows, counting the
+bytes autograd saves) gives the bytes per padded token, and
 requests are grouped greedily, in order, so that each batch's padded tokens stay within the budget.
 """
 from __future__ import annotations

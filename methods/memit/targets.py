@@ -191,8 +191,8 @@ class ZProblem:
         device = next(model.parameters()).device
         self.task, self.model, self.block, self.config, self.m = task, model, block, config, len(requests)
         self.following = next_block(model, block)
-        self.cache = PrefixCache(model, [self.following] if self.following else [], skip_lower=skip_lower and
-                                 self.following is not None)
+        # Without a block L+1 there is nothing to skip (no names: `PrefixCache.applies` is False).
+        self.cache = PrefixCache(model, [self.following] if self.following else [], skip_lower=skip_lower)
         rows = [request_rows(r, config) for r in requests]
         rewrite = [(i, *row) for i, (context_rows, _) in enumerate(rows) for row in context_rows]
         essence = [(i, *essence_row) for i, (_, essence_row) in enumerate(rows)]
