@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from editbench.api import Batch
 from editbench.errors import EditbenchError
-from editbench.shared_start import can_share, expanded_cache, lower_states, run_start, serving, shared_length
+from editbench.shared_start import (MIN_SHARED, can_share, expanded_cache, lower_states, run_rows, run_start, serving,
+                                    shared_length)
 
 
 class _ReachedBlock(Exception):
@@ -151,6 +152,19 @@ def _real_lengths(inputs: dict[str, Tensor]) -> list[int] | None:
     return lengths.tolist()
 
 
+def _own_opening(inputs: dict[str, Tensor], limit: int | None) -> int:
+    """`limit` when every row's first `limit` tokens are real and leave it at least one more (else 0,
+    as for fewer than `MIN_SHARED` tokens)."""
+    ids = inputs.get("input_ids")
+    if limit is None or limit < MIN_SHARED or not isinstance(ids, Tensor) or ids.dim() != 2:
+        return 0
+    mask = inputs.get("attention_mask")
+    lengths = [int(ids.shape[1])] * int(ids.shape[0]) if mask is None else mask.sum(-1).tolist()
+    if min(lengths) <= limit or (mask is not None and not bool(mask[:, :limit].bool().all())):
+        return 0
+    return int(limit)
+
+
 class PrefixCache:
     """Hidden states entering the first edited block, kept per tokenised sequence.
 
@@ -252,18 +266,26 @@ class PrefixCache:
         return found
 
     @contextmanager
-    def feed(self, batch: Batch, limit: int | None = None, graph: bool = True) -> Iterator[int]:
+    def feed(self, batch: Batch, limit: int | None = None, graph: bool = True, own_openings: bool = False) -> Iterator[int]:
         """Within the block, `model(**batch.inputs)` skips the cached blocks (or runs plain where it cannot).
 
-        Yields P, the opening tokens shared by every row that run once (`shared_start`; at most
-        `limit`, 0 when none): hooks inside the blocks see positions P.. only. `graph=False`: no
-        gradient is taken through the opening (its keys and values are computed without graph).
+        Yields P, the opening tokens that run before the rest (at most `limit`, 0 when none): hooks
+        inside the blocks see positions P.. only. The opening is the tokens shared by every row, run
+        once (`shared_start`). `graph=False`: no gradient is taken through the opening (its keys and
+        values are computed without graph). `own_openings` (with `graph=False`, on the plain model):
+        each row's own tokens before `limit` join the opening too, run as one batch without graph, so
+        the graph and the backward pass cover positions `limit`.. only (a causal model's earlier
+        positions never depend on later ones, so nothing at `limit`.. changes).
         """
         length = shared_length(batch.inputs, limit) if self.shares else 0
         states = self.states(batch.inputs)
+        own = length
+        if own_openings and not graph and states is None and self.shares:
+            own = max(length, _own_opening(batch.inputs, limit))
         self._feeding += 1
         with ExitStack() as stack:
             stack.callback(self._done_feeding)
+            start = None
             if length:
                 ids = batch.inputs["input_ids"]
                 # Without graph the opening's run is reused while no parameter changes (batches of one capture).
@@ -279,10 +301,14 @@ class PrefixCache:
                         else:
                             start = run_start(self.model, ids[:1, :length])
                     self._last_start = (key, start) if key is not None else (None, None)
+            if own > length:
+                with torch.no_grad():
+                    start = run_rows(self.model, batch.inputs["input_ids"][:, length:own], start)
+            if start is not None:
                 stack.enter_context(serving(self.model, start))
             if states is not None:
                 stack.enter_context(self.prefix.feeding(states[:, length:]))
-            yield length
+            yield own
 
     def _done_feeding(self) -> None:
         self._feeding -= 1

@@ -12,6 +12,10 @@ through the model's own KV `cache` argument, as in generation. Within `serving(m
   shared by the rows, so its gradient is their sum, as in the plain pass);
 - a hook on a module inside the blocks sees `[b, T - P, ...]`: callers shift their masks by P.
 
+`run_rows` runs each row's *own* first tokens the same way, as a batch of b, after a shared start or
+from position 0: a caller that needs no gradient at those positions (the key capture, whose keys
+all lie later) keeps them out of the graph, so the backward pass covers the positions after them only.
+
 On SmolLM2 with the chat template 31 of the ~50 tokens of a zsRE prompt are the system turn.
 It applies to decoder-only language models whose forward takes transformers' `cache`
 (`can_share`); elsewhere `shared_length` is 0 and nothing changes.
@@ -100,6 +104,35 @@ def _layer_states(cache) -> list[tuple[Tensor, Tensor] | None]:
     return out
 
 
+def _run_to_head(model: nn.Module, ids: Tensor, cache, past: int = 0) -> Tensor:
+    """Run `ids: [b, Q]` (all real tokens) after the `past` positions held by `cache`, filling it with
+    every layer's keys and values; returns the vocabulary head's input at those positions `[b, Q, d]`."""
+    seen: dict[str, Tensor] = {}
+
+    def stop(module, args):
+        seen["final"] = args[0]
+        raise _HeadReached
+
+    mask = torch.ones((ids.shape[0], past + ids.shape[1]), dtype=torch.long, device=ids.device)
+    handle = model.get_output_embeddings().register_forward_pre_hook(stop)
+    try:
+        model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True)
+    except _HeadReached:
+        pass
+    finally:
+        handle.remove()
+    return seen.get("final")
+
+
+def _checked(length: int, states: list, final: Tensor | None) -> Start:
+    if any(s is None for s in states) or final is None:
+        from editbench.errors import EditbenchError
+
+        raise EditbenchError(f"the shared start of {length} tokens left {sum(s is None for s in states)} "
+                             "cache layers empty; expected every layer's keys and values")
+    return Start(length, states, final)
+
+
 def run_start(model: nn.Module, ids: Tensor, lower: Sequence[tuple[Tensor, Tensor]] = ()) -> Start:
     """Run the shared tokens `ids: [1, P]` through `model`, keeping every layer's keys and values.
 
@@ -108,28 +141,26 @@ def run_start(model: nn.Module, ids: Tensor, lower: Sequence[tuple[Tensor, Tenso
     caller's grad mode: the start's graph is kept where the caller back-propagates.
     """
     cache = _cache_class()(config=model.config)
-    seen: dict[str, Tensor] = {}
-
-    def stop(module, args):
-        seen["final"] = args[0]
-        raise _HeadReached
-
-    handle = model.get_output_embeddings().register_forward_pre_hook(stop)
-    try:
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True)
-    except _HeadReached:
-        pass
-    finally:
-        handle.remove()
+    final = _run_to_head(model, ids, cache)
     states = _layer_states(cache)
     for i, pair in enumerate(lower):
         states[i] = pair
-    if any(s is None for s in states) or "final" not in seen:
-        from editbench.errors import EditbenchError
+    return _checked(int(ids.shape[1]), states, final)
 
-        raise EditbenchError(f"the shared start of {ids.shape[1]} tokens left {sum(s is None for s in states)} "
-                             "cache layers empty; expected every layer's keys and values")
-    return Start(int(ids.shape[1]), states, seen["final"])
+
+def run_rows(model: nn.Module, ids: Tensor, start: Start | None = None) -> Start:
+    """Run each row's own opening tokens `ids: [b, Q]` (all real) after `start` (None: from position 0),
+    keeping every layer's keys and values: a Start of `start.length + Q` tokens whose layers `[b, h, P, d_head]`
+    and head input `[b, P, d]` hold one entry per row (`serving` takes it like a shared one).
+
+    The rows' openings differ, so they run as a batch of b; with the caller's grad mode.
+    """
+    rows, past = int(ids.shape[0]), start.length if start is not None else 0
+    cache = expanded_cache(model, start.layers, rows) if start is not None else _cache_class()(config=model.config)
+    final = _run_to_head(model, ids, cache, past)
+    if start is not None and final is not None:
+        final = torch.cat([start.final.to(final.dtype).expand(rows, -1, -1), final], 1)
+    return _checked(past + int(ids.shape[1]), _layer_states(cache), final)
 
 
 def lower_states(model: nn.Module, ids: Tensor, run_to_block) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:

@@ -10,7 +10,7 @@ from editbench.methods.hypernet.capture import capture
 from editbench.methods.hypernet.meta import EditorSetup, meta_gradient
 from editbench.methods.hypernet.training import apply_editor, meta_batch
 from editbench.prefix import PrefixCache
-from editbench.shared_start import MIN_SHARED, can_share, shared_length
+from editbench.shared_start import MIN_SHARED, can_share, run_rows, run_start, shared_length
 from test_hypernet_meta import random_editor
 from tiny import TinyCausalTask, tiny_causal
 from tiny_models_extra import tiny_bert, tiny_t5
@@ -182,8 +182,8 @@ def test_a_reused_opening_follows_the_weights(task):
     original = weight.detach().clone()
     runs, handle = tokens_seen(task.model.get_submodule(names[0]))
     try:
-        capture(task, task.model, names, pairs, True, 2, cache)  # three batches, one run of the opening
-        assert sum(b == 1 for b, _ in runs) == 1 and len(runs) == 4
+        capture(task, task.model, names, pairs, True, 2, cache)  # three batches, one run of the shared opening
+        assert sum(b == 1 for b, _ in runs) == 1 and len(runs) == 1 + 2 * 3  # each batch: its rows' own openings, the rest
         with torch.no_grad():
             weight.add_(0.1 * torch.randn_like(weight))
         got = capture(task, task.model, names, pairs, True, 2, cache)
@@ -196,3 +196,41 @@ def test_a_reused_opening_follows_the_weights(task):
     for name in names:
         for a, b in zip(got[name], expected[name]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_rows_own_openings_run_without_graph_and_change_no_capture(task):
+    """Raw prompts share no opening: each row's tokens before the batch's first key run as one batch
+    without graph (`own_openings`), and keys and value gradients equal the plain pass's."""
+    names = upper(task, (1, 2, 3))
+    pairs = [(r.prompt, r.target) for r in task.requests("train", 5, seed=4)]
+    plain = PrefixCache(task.model, names, skip_lower=False, share_starts=False)
+    expected = capture(task, task.model, names, pairs, True, 5, plain)
+    shapes, handle = tokens_seen(task.model.get_submodule(names[-1]))
+    try:
+        got = capture(task, task.model, names, pairs, True, 5, PrefixCache(task.model, names, skip_lower=False))
+    finally:
+        handle.remove()
+    batch = task.batch(pairs)
+    width, first = batch.inputs["input_ids"].shape[1], int((batch.labels != -100).any(0).nonzero()[0])
+    # Before the first key: a shared opening (if the prompts have one) once, then the rows' own tokens as one
+    # batch; then the positions from the first key on.
+    assert shapes[-1] == (5, width - first) and sum(t for _, t in shapes[:-1]) == first
+    assert shapes[-2][0] == 5 and shapes[-2][1] >= MIN_SHARED
+    for name in names:
+        for a, b in zip(got[name], expected[name]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+            assert float(a.abs().max()) > 0
+
+
+def test_run_rows_after_a_start_equals_one_run(task):
+    """A shared start followed by each row's own tokens holds the keys, values and head inputs of
+    running each whole row from position 0."""
+    ids = torch.tensor([[7, 8, 9, 10, 11, 3, 4, 5], [7, 8, 9, 10, 11, 6, 2, 1]])
+    with torch.no_grad():
+        whole = run_rows(task.model, ids)
+        split = run_rows(task.model, ids[:, 5:], run_start(task.model, ids[:1, :5]))
+    assert split.length == whole.length == 8 and split.final.shape == whole.final.shape == (2, 8, whole.final.shape[-1])
+    torch.testing.assert_close(split.final, whole.final, rtol=1e-9, atol=1e-12)
+    for (k1, v1), (k2, v2) in zip(split.layers, whole.layers):
+        torch.testing.assert_close(k1, k2, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(v1, v2, rtol=1e-9, atol=1e-12)

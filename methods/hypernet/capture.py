@@ -120,7 +120,9 @@ def capture(task: Task, model: nn.Module, names: Sequence[str], pairs: Sequence[
         for indices in tqdm(batches, desc="cache keys", leave=False, disable=None if len(batches) > 4 else True):
             batch = task.batch([pairs[i] for i in indices]).to(device)
             masks = [task.key_mask(batch, name, answer_only).to(device) for name in names]  # [b, t] each
-            with prefix.feed(batch, _first_key(masks), graph=False) if prefix is not None else nullcontext(0) as shared:
+            opening = (prefix.feed(batch, _first_key(masks), graph=False, own_openings=True) if prefix is not None
+                       else nullcontext(0))
+            with opening as shared:
                 loss = answer_nll(task, model, batch)
             outputs = [seen[n][1] for n in names]
             value_grads = torch.autograd.grad(loss, outputs)
