@@ -1,7 +1,9 @@
 """The leaderboards' core: which runs are one experiment, and their statistics.
 
 Only runs of the same experiment are pooled: one row per (edits m, rounds, method, resolved config,
-dtype, device, model, data, commit), mean ± std over its runs (seeds). Fields that do not change
+dtype, device, model, data, code, libraries), mean ± std over its runs (seeds). `code` is the
+record's source hash (`editbench.source`: the files its run executes; commits that change none of
+them share it; the commit for a record without one) and `libraries` the torch and transformers versions. Fields that do not change
 results (`IGNORED`: the scoring batch size, and the method's `seed`, which follows the run seed) do
 not split rows; a method field that follows the run's m (`follows_m`: a trained editor's training
 m, when no preset or `--set` fixes it) is shown as `m`, so the same experiment at several m keeps
@@ -133,7 +135,8 @@ def follows_m(records: list[dict[str, Any]]) -> set[str]:
 def settings(record: dict[str, Any], following: set[str] = frozenset()) -> dict[str, str]:
     """Everything that makes two runs of a method the same experiment, as display strings:
     `method.KEY` / `task.KEY` of the resolved configs (less `IGNORED`), dtype, device, model,
-    data and commit. The method fields in `following` (`follows_m`) read `FOLLOWS_M`."""
+    data, code (the source hash, else the commit) and libraries (torch, transformers). The method
+    fields in `following` (`follows_m`) read `FOLLOWS_M`."""
     out = {}
     config = record.get("config") or {}
     for part in ("method", "task"):
@@ -148,7 +151,9 @@ def settings(record: dict[str, Any], following: set[str] = frozenset()) -> dict[
     out["device"] = str(record.get("device") or "")
     out["model"] = str(record.get("model_fingerprint") or "")[:8]
     out["data"] = _short_hash(record.get("data_sha256") or {})
-    out["commit"] = str(record.get("commit") or "")[:7]
+    out["code"] = str(record.get("code") or record.get("commit") or "")[:7]
+    libraries = record.get("versions") or {}
+    out["libraries"] = " ".join(f"{name} {libraries.get(name, '?')}" for name in ("torch", "transformers"))
     return out
 
 
@@ -157,19 +162,19 @@ def _differing(groups: list[dict[str, str]], skip: set[str]) -> list[str]:
     return [k for k in keys if len({g.get(k) for g in groups}) > 1]
 
 
-def _labels(settings_of: dict[Any, dict[str, str]], name_of: dict[Any, str], several_commits: bool) -> dict[Any, str]:
-    """Group id -> `name (key=value, ...) @commit`, naming the settings in which the groups of the
-    same name differ (the commit's short hash when the table holds several commits)."""
+def _labels(settings_of: dict[Any, dict[str, str]], name_of: dict[Any, str], several_codes: bool) -> dict[Any, str]:
+    """Group id -> `name (key=value, ...) @code`, naming the settings in which the groups of the
+    same name differ (the source hash when the table holds several)."""
     labels = {}
     for name in set(name_of.values()):
         ids = [i for i in settings_of if name_of[i] == name]
-        keys = _differing([settings_of[i] for i in ids], {"commit"})
+        keys = _differing([settings_of[i] for i in ids], {"code"})
         shorts = [k.partition(".")[2] or k for k in keys]
         for i in ids:
             parts = [f"{short if shorts.count(short) == 1 else key}={settings_of[i].get(key, '')}"
                      for key, short in zip(keys, shorts)]
             label = name + (f" ({', '.join(parts)})" if parts else "")
-            labels[i] = label + (f" @{settings_of[i]['commit']}" if several_commits else "")
+            labels[i] = label + (f" @{settings_of[i]['code']}" if several_codes else "")
     return labels
 
 
@@ -228,9 +233,9 @@ def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     for (edits, count, _, items), runs in groups.items():
         rest = tuple((k, v) for k, v in items if not k.startswith("method."))
         baselines.setdefault((edits, count, rest), []).extend(runs)
-    several_commits = len({dict(key[3])["commit"] for key in groups}) > 1
-    group_labels = _labels({k: dict(k[3]) for k in groups}, {k: k[2] for k in groups}, several_commits)
-    base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, several_commits)
+    several_codes = len({dict(key[3])["code"] for key in groups}) > 1
+    group_labels = _labels({k: dict(k[3]) for k in groups}, {k: k[2] for k in groups}, several_codes)
+    base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, several_codes)
 
     rows = []
     for base_key, runs in baselines.items():

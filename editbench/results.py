@@ -17,11 +17,13 @@ says otherwise (perplexity, differences), null when not available):
      "pre": {"es", "gs", "ls", "retention", "es_exact", "gs_exact", "ls_exact"}, "post": {...},
      "train_seconds", "edit_seconds", "peak_memory_bytes",
      "phases": {"load"|"prepare"|"evaluate_pre"|"edit"|"evaluate_post": {"seconds", "peak_memory_bytes", ...}},
-     "method_stats": {...}, "prepare_info": {...}, "device", "dtype", "versions": {...}, "commit",
+     "method_stats": {...}, "prepare_info": {...}, "device", "dtype", "versions": {...}, "commit", "code",
      "model_fingerprint", "data_sha256": {...}, "edits_file"}
 
 `commit` is the code's git hash, ending in "-dirty" for an uncommitted tree (null when unknown):
-such runs never reach the leaderboards. `prepare_info` is what `Method.prepare` returned; the
+such runs never reach the leaderboards. `code` is `source.source_hash` of the run's method and task at
+that commit: a hash of the files the run executes (commits that change none of them share it), by
+which the leaderboards pool runs. `prepare_info` is what `Method.prepare` returned; the
 leaderboards read its optional `checkpoint` (the trained artifact used), `reused` (bool) and
 `one_off_seconds` (what building that artifact cost, also when it was reused).
 """
@@ -35,7 +37,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from editbench.errors import EditbenchError
 from editbench.files import write_atomic
@@ -181,3 +183,28 @@ def read_runs(folder: Path) -> list[dict[str, Any]]:
                 continue
             records.append(record)
     return records
+
+
+def add_source_hashes(out: Path, source_hash: Callable[[dict[str, Any]], str | None]) -> int:
+    """Give every record of `out/runs.jsonl` from a clean commit that has no `code` the hash of the
+    source it ran (`source_hash(record)`, e.g. `source.source_hash` of its method, task and commit):
+    records written before the field existed. The file is rewritten atomically under the store's lock, every other byte of a
+    record kept; returns how many records got one."""
+    out = Path(out)
+    runs = out / RUNS_FILE
+    with _locked(out):
+        lines = runs.read_text(encoding="utf-8").splitlines()
+        added = 0
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            commit = record.get("commit")
+            if "code" in record or not commit or str(commit).endswith("-dirty"):
+                continue
+            record["code"] = source_hash(record)
+            lines[i] = json.dumps(record, sort_keys=True)
+            added += 1
+        if added:
+            write_atomic(runs, "".join(line + "\n" for line in lines).encode())
+    return added

@@ -235,6 +235,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
     from editbench.metrics import aggregate, request_metrics
     from editbench.modules import no_undo, snapshot
     from editbench.provenance import device_name, git_commit, model_fingerprint, versions
+    from editbench.source import source_hash
     from editbench.results import write_run
     from editbench.sequential import combined_phase, edit_rounds, round_records, split_rounds
 
@@ -294,6 +295,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         post_extra = task.extra_metrics(model, requests)
 
     run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{method.name}-{task.name}-{len(requests)}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
+    commit = git_commit()
     record = {
         "run_id": run_id,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -318,7 +320,8 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         "delta_norms": {name: float(delta.float().norm()) for name, delta in edited.deltas.items()},
         "device": device_name(device),
         "versions": versions(),
-        "commit": git_commit(),
+        "commit": commit,
+        "code": source_hash(method.name, task.name, commit) if commit and not commit.endswith("-dirty") else None,
         "model_fingerprint": fingerprint,
         "data_sha256": {name: sha256_of(path) for name, path in task.data_files().items()},
         "own_data": own_data_enabled(),

@@ -174,3 +174,16 @@ def test_unedited_row_averages_pre_over_the_seeds():
     assert found[3][2:5] == ["1", "–", "0.200"]
     assert cell(table, "b", "ES") == "**0.900**"  # the baseline never takes part in the best marking
     assert "`unedited`" in table
+
+
+def test_runs_pool_by_source_hash_and_split_by_libraries():
+    """Two commits with the same source hash are one experiment; another source hash or transformers
+    version is another row (labelled by its hash when the table holds several)."""
+    a = {**record("a", 0, 0.5, 2.0), "code": "c0de00000000", "versions": {"torch": "2.13.0", "transformers": "5.24.0"}}
+    b = {**record("a", 1, 0.7, 4.0, commit="f" * 40), "code": "c0de00000000", "versions": a["versions"]}
+    assert rows(render([a, b])["t.md"])["a"][:4] == ["8", "2", "sample", "0.600 ± 0.100"]
+    other = {**b, "run_id": "other", "code": "0ther0000000"}
+    newer = {**b, "run_id": "newer", "versions": {"torch": "2.13.0", "transformers": "5.25.0"}}
+    table = render([a, other])["t.md"]
+    assert {"a @c0de000", "a @0ther00"} <= set(rows(table))
+    assert any(label.startswith("a (libraries=torch 2.13.0 transformers 5.25.0)") for label in rows(render([a, newer])["t.md"]))
