@@ -230,6 +230,28 @@ def test_plan_decides_done_redo_skip_and_run(plugin_importable, tmp_path):
     assert again["sweep-scale", 4, interrupted.run.seed][0] == "redo"
 
 
+def test_a_record_at_other_code_is_run_again(plugin_importable, tmp_path):
+    """`done` means recorded at the code the run would execute now; a record at other code (a change
+    to a file the run imports) is run again, one without a code (dirty tree, older store) counts."""
+    grid = Grid(["sweep-scale"], ["sweep-tiny"], [4], [0])
+    store = tmp_path / "store"
+    store.mkdir()
+    record = {"run_id": "r1", "timestamp": "2026-01-01T00:00:00+00:00", "method": "sweep-scale", "task": "sweep-tiny",
+              "edits": 4, "seed": 0, "dtype": "float32", "device": "cpu (x)", "overrides": {},
+              "config": {"method": {}, "task": {}}, "pre": {"es": 0.0, "gs": 0.0, "ls": 0.0},
+              "post": {"es": 0.5, "gs": 0.0, "ls": 0.0}}
+
+    def decide(stored_code, current_code):
+        (store / "runs.jsonl").write_text(json.dumps({**record, "code": stored_code}) + "\n")
+        [planned] = make_plan([grid], store, code=lambda method, task: current_code)
+        return planned.decision, planned.reason
+
+    assert decide("aaaa", "aaaa") == ("done", "recorded as r1")
+    assert decide("aaaa", "bbbb") == ("run", "recorded at other code (aaaa), run at this code (bbbb)")
+    assert decide(None, "bbbb") == ("done", "recorded as r1")
+    assert decide("aaaa", None) == ("done", "recorded as r1")  # no git here: identity alone
+
+
 def test_duplicate_runs_in_a_grid_are_planned_once(plugin_importable, tmp_path):
     grid = Grid(["sweep-scale"], ["sweep-tiny"], [4, 4], [0], sets={"factor": ["0.01", "1e-2"]})
     assert len(make_plan([grid], tmp_path)) == 1

@@ -1,9 +1,12 @@
 """The plan of a sweep: every run of the grids with its decision against the results store.
 
-- `done`: a record of the same identity is in the store (finished earlier): skipped;
+- `done`: a record of the same identity is in the store (finished earlier) at the code the run would
+  execute now (its `code`, `editbench.source.source_hash`, is this checkout's; a record without
+  one, from a dirty tree or written before the field existed, counts too): skipped;
 - `skip`: not started, with a stated reason (a preset's `[[skip]]`, or m above the task's eval split);
 - `redo`: its log exists but no record does (interrupted, or failed earlier): run again;
-- `run`: never started.
+- `run`: never started, or recorded only at other code (a change to a file the run executes): run
+  again at this code (the old record stays: the leaderboards show it as another row).
 
 Records are written atomically at the end of a run (`editbench.results`), so a run killed at any
 point has either its whole record or none, and the plan neither loses nor duplicates one.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from editbench.errors import EditbenchError
 from editbench.sweep.grid import Grid, SweepRun, expand
@@ -90,11 +93,28 @@ def task_sets(run: SweepRun, resolver: Resolver) -> dict[str, str]:
     return split_overrides(dict(run.sets), resolver.load_class("method", run.method), resolver.load_class("task", run.task))[1]
 
 
+class CurrentCode:
+    """The source hash each (method, task) run would record from this checkout now (None without git)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple[str, str], str | None] = {}
+
+    def __call__(self, method: str, task: str) -> str | None:
+        if (method, task) not in self._hashes:
+            from editbench.source import source_hash
+
+            self._hashes[method, task] = source_hash(method, task)
+        return self._hashes[method, task]
+
+
 def make_plan(grids: Iterable[Grid], out: Path, resolver: Resolver | None = None,
-              sizes: SplitSizes | None = None) -> list[PlannedRun]:
-    """Every distinct run of `grids` with its decision against the store `out`, in execution order."""
+              sizes: SplitSizes | None = None,
+              code: Callable[[str, str], str | None] | None = None) -> list[PlannedRun]:
+    """Every distinct run of `grids` with its decision against the store `out`, in execution order.
+    `code(method, task)`: the source hash a run would record now (default: this checkout's)."""
     resolver = resolver or Resolver()
     sizes = sizes or SplitSizes()
+    code = code or CurrentCode()
     stored = stored_records(out)
     planned: list[PlannedRun] = []
     seen: set[Identity] = set()
@@ -106,25 +126,28 @@ def make_plan(grids: Iterable[Grid], out: Path, resolver: Resolver | None = None
                 continue
             seen.add(identity)
             log = Path(out) / LOGS_DIR / f"{identity.slug()}.log"
-            planned.append(_decide(run, identity, log, grid, stored, sizes, resolver))
+            planned.append(_decide(run, identity, log, grid, stored, sizes, resolver, code(run.method, run.task)))
     return order(planned)
 
 
 def _decide(run: SweepRun, identity: Identity, log: Path, grid: Grid, stored: dict[Identity, list[dict[str, Any]]],
-            sizes: SplitSizes, resolver: Resolver) -> PlannedRun:
+            sizes: SplitSizes, resolver: Resolver, code: str | None) -> PlannedRun:
     skip = next((s for s in grid.skips if s.matches(run)), None)
-    if identity in stored:
-        newest = max(stored[identity], key=lambda r: str(r.get("timestamp", "")))
+    current = [r for r in stored.get(identity, []) if code is None or r.get("code") in (None, code)]
+    if current:
+        newest = max(current, key=lambda r: str(r.get("timestamp", "")))
         return PlannedRun(run, identity, "done", f"recorded as {newest.get('run_id')}", log)
+    stale = ("recorded at other code (" + ", ".join(sorted({str(r.get("code")) for r in stored[identity]}))
+             + f"), run at this code ({code})") if identity in stored else ""
     if skip is not None:
         return PlannedRun(run, identity, "skip", skip.reason, log)
     size = sizes.of(run, task_sets(run, resolver))
     if size is not None and run.edits * (run.rounds or 1) > size:
         facts = f"m = {run.edits}" + (f" x {run.rounds} rounds" if run.rounds and run.rounds > 1 else "")
         return PlannedRun(run, identity, "skip", f"{facts} exceeds the eval split of {run.task} ({size} requests)", log)
-    if log.exists():
+    if log.exists() and not stale:
         return PlannedRun(run, identity, "redo", "a log but no record: interrupted or failed earlier", log)
-    return PlannedRun(run, identity, "run", "", log)
+    return PlannedRun(run, identity, "run", stale, log)
 
 
 def order(planned: list[PlannedRun]) -> list[PlannedRun]:
