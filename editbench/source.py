@@ -3,15 +3,17 @@
 A run executes `editbench.runner`, its method's and its task's plug-in modules (their entry points in
 `pyproject.toml`), and every module of `editbench/`, `methods/` and `tasks/` that these import,
 transitively (every `import` statement counts, those inside functions too). The hash covers those
-files' git blobs and `pyproject.toml` at the commit, so two commits give a run the same hash when
-none of its files differ: commits that change only results, docs, tests, benchmarks, the report
-code or another method's code. The leaderboards pool runs by it (`editbench.leaderboard`), so a long
+files' git blobs and, of `pyproject.toml`, the dependency ranges, the plug-in entry points and the
+package folders at the commit, so two commits give a run the same hash when none of these differ:
+commits that change only results, docs, tests, benchmarks, the report code, test settings or
+another method's code. The leaderboards pool runs by it (`editbench.leaderboard`), so a long
 sweep resumed over several commits stays one experiment until the code it measures changes.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
@@ -20,7 +22,7 @@ from pathlib import Path, PurePosixPath
 PACKAGE_DIRS = (("editbench.methods", "methods"), ("editbench.tasks", "tasks"), ("editbench", "editbench"))
 ENTRY_GROUPS = {"method": "editbench.methods", "task": "editbench.tasks"}
 RUNNER = "editbench.runner"
-ALWAYS_HASHED = ("pyproject.toml",)  # dependency ranges and entry points
+PYPROJECT = "pyproject.toml"
 
 
 class GitTree:
@@ -28,7 +30,7 @@ class GitTree:
 
     def __init__(self, root: Path, commit: str):
         self.root, self.commit = root, commit
-        folders = [folder for _, folder in PACKAGE_DIRS] + list(ALWAYS_HASHED)
+        folders = [folder for _, folder in PACKAGE_DIRS] + [PYPROJECT]
         listing = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", commit, "--", *folders],
                                  capture_output=True, text=True, timeout=30, check=True).stdout
         self.blobs: dict[str, str] = {}  # path -> blob id
@@ -101,15 +103,28 @@ def plugin_module(kind: str, name: str, pyproject: str) -> str | None:
 
 
 def source_files(method: str, task: str, tree: GitTree) -> set[str]:
-    """The files a run of `method` on `task` executes, plus `ALWAYS_HASHED`, at `tree`'s commit."""
-    pyproject = tree.read("pyproject.toml") if "pyproject.toml" in tree.blobs else ""
+    """The project files a run of `method` on `task` executes at `tree`'s commit."""
+    pyproject = tree.read(PYPROJECT) if PYPROJECT in tree.blobs else ""
     entries = [RUNNER] + [m for m in (plugin_module("method", method, pyproject), plugin_module("task", task, pyproject)) if m]
-    return closure(entries, tree) | {p for p in ALWAYS_HASHED if p in tree.blobs}
+    return closure(entries, tree)
+
+
+def packaging(pyproject: str) -> str:
+    """What of `pyproject.toml` a run depends on, as canonical JSON: the dependency ranges, the
+    plug-in entry points and the package folders (not the description, extras or test settings)."""
+    data = tomllib.loads(pyproject) if pyproject else {}
+    project = data.get("project", {})
+    entry_points = {group: points for group, points in project.get("entry-points", {}).items()
+                    if group in ENTRY_GROUPS.values()}
+    package_dir = data.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    return json.dumps({"dependencies": project.get("dependencies", []), "entry-points": entry_points,
+                       "package-dir": package_dir}, sort_keys=True)
 
 
 def source_hash(method: str, task: str, commit: str | None = None, root: Path | None = None) -> str | None:
-    """12 hex digits of sha256 over the sorted `blob path` lines of `source_files` at `commit`
-    (default HEAD; a '-dirty' suffix is ignored). None where git or the commit is unavailable."""
+    """12 hex digits of sha256 over the sorted `blob path` lines of `source_files` and a last line
+    with the sha256 of `packaging`, at `commit` (default HEAD; a '-dirty' suffix is ignored).
+    None where git or the commit is unavailable."""
     root = root or Path(__file__).resolve().parent.parent
     try:
         tree = GitTree(root, (commit or "HEAD").removesuffix("-dirty"))
@@ -119,4 +134,6 @@ def source_hash(method: str, task: str, commit: str | None = None, root: Path | 
     if not files:
         return None
     lines = sorted(f"{tree.blobs[path]} {PurePosixPath(path)}" for path in files)
+    pyproject = tree.read(PYPROJECT) if PYPROJECT in tree.blobs else ""
+    lines.append(f"{hashlib.sha256(packaging(pyproject).encode()).hexdigest()} {PYPROJECT}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]

@@ -2,9 +2,13 @@
 import hashlib
 import subprocess
 
-from editbench.source import imported_modules, module_path, source_files, source_hash, GitTree
+from editbench.source import PYPROJECT, GitTree, imported_modules, module_path, packaging, source_files, source_hash
 
-PYPROJECT = """
+PROJECT = """
+[project]
+name = "toy"
+description = "first"
+dependencies = ["torch>=2.1"]
 [project.entry-points."editbench.methods"]
 alpha = "editbench.methods.alpha:Alpha"
 beta = "editbench.methods.beta:Beta"
@@ -12,7 +16,7 @@ beta = "editbench.methods.beta:Beta"
 toy = "editbench.tasks.toy:Toy"
 """
 FILES = {
-    "pyproject.toml": PYPROJECT,
+    PYPROJECT: PROJECT,
     "editbench/__init__.py": "",
     "editbench/runner.py": "from editbench import scoring\n",
     "editbench/scoring.py": "import math\n",
@@ -65,12 +69,13 @@ def test_a_run_hashes_exactly_the_files_it_imports(tmp_path):
     first = commit(tmp_path, FILES)
     tree = GitTree(tmp_path, first)
     assert source_files("alpha", "toy", tree) == {
-        "pyproject.toml", "editbench/__init__.py", "editbench/runner.py", "editbench/scoring.py", "editbench/lazy.py",
+        "editbench/__init__.py", "editbench/runner.py", "editbench/scoring.py", "editbench/lazy.py",
         "methods/__init__.py", "methods/shared/__init__.py", "methods/shared/net.py", "methods/alpha/__init__.py",
         "methods/alpha/method.py", "tasks/__init__.py", "tasks/toy/__init__.py", "tasks/common/__init__.py",
         "tasks/common/data.py"}
-    blobs = sorted(f"{git(tmp_path, 'rev-parse', f'HEAD:{p}').strip()} {p}" for p in source_files("beta", "toy", tree))
-    assert source_hash("beta", "toy", first, tmp_path) == hashlib.sha256("\n".join(blobs).encode()).hexdigest()[:12]
+    lines = sorted(f"{git(tmp_path, 'rev-parse', f'HEAD:{p}').strip()} {p}" for p in source_files("beta", "toy", tree))
+    lines.append(f"{hashlib.sha256(packaging(PROJECT).encode()).hexdigest()} {PYPROJECT}")
+    assert source_hash("beta", "toy", first, tmp_path) == hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def test_the_hash_changes_only_with_the_code_the_run_executes(tmp_path):
@@ -79,12 +84,16 @@ def test_the_hash_changes_only_with_the_code_the_run_executes(tmp_path):
     alpha, beta = source_hash("alpha", "toy", first, tmp_path), source_hash("beta", "toy", first, tmp_path)
     assert alpha and beta and alpha != beta
     unrelated = commit(tmp_path, {"README.md": "new docs\n", "tests/test_x.py": "x = 1\n", "results/runs.jsonl": "{}\n",
-                                  "editbench/leaderboard.py": "# report code\n", "methods/beta/method.py": "# beta only\n"})
+                                  "editbench/leaderboard.py": "# report code\n", "methods/beta/method.py": "# beta only\n",
+                                  PYPROJECT: PROJECT.replace("first", "second") + "[tool.pytest.ini_options]\nmarkers = []\n"})
     assert source_hash("alpha", "toy", unrelated, tmp_path) == alpha
     assert source_hash("alpha", "toy", unrelated + "-dirty", tmp_path) == alpha
     assert source_hash("beta", "toy", unrelated, tmp_path) != beta
-    for path in ("methods/shared/net.py", "editbench/lazy.py", "tasks/common/data.py", "editbench/scoring.py", "pyproject.toml"):
+    changes = {path: FILES[path] + "\n# changed\n"
+               for path in ("methods/shared/net.py", "editbench/lazy.py", "tasks/common/data.py", "editbench/scoring.py")}
+    changes[PYPROJECT] = PROJECT.replace("torch>=2.1", "torch>=2.2")  # a dependency range
+    for path, text in changes.items():
         before = source_hash("alpha", "toy", "HEAD", tmp_path)
-        commit(tmp_path, {path: FILES[path] + "\n# changed\n"})
+        commit(tmp_path, {path: text})
         assert source_hash("alpha", "toy", "HEAD", tmp_path) != before, path
     assert source_hash("alpha", "toy", "0" * 40, tmp_path) is None  # not a commit of this repository

@@ -1,4 +1,4 @@
-"""Sweep presets: TOML files, the shipped ones under `editbench/sweep/presets/`, or a user's file.
+"""Sweep presets: TOML files, the shipped ones under `editbench/sweep/grids/`, or a user's file.
 
 A preset's top-level keys give one grid; `[[grid]]` tables give several, each taking the
 top-level keys as defaults (e.g. the ablations with fewer edit counts than the main methods):
@@ -60,7 +60,7 @@ class Preset:
 
 def shipped() -> dict[str, Any]:
     """The presets shipped with editbench: name -> the resource of its TOML file."""
-    folder = resources.files("editbench.sweep") / "presets"
+    folder = resources.files("editbench.sweep") / "grids"
     return {entry.name[:-5]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
             if entry.name.endswith(".toml")}
 
