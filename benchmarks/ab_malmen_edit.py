@@ -10,18 +10,20 @@ weights. Prints every repeat and the median.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ab_common  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--m", type=int, default=64)
-    parser.add_argument("--format", default="raw", help="prompt_format where the checkout has one (raw, chat)")
+    parser = ab_common.parser(__doc__, 64)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
 
@@ -30,11 +32,7 @@ def main() -> None:
     from editbench.modules import get_module
     from editbench.tasks.zsre import ZsreSmolLM2
 
-    try:
-        from editbench.tasks.zsre.task import ZsreSmolLM2Config
-        task = ZsreSmolLM2(ZsreSmolLM2Config(prompt_format=args.format), data_dir=os.environ["EDITBENCH_DATA"])
-    except ImportError:  # a checkout from before the chat format: raw prompts only
-        task = ZsreSmolLM2(data_dir=os.environ["EDITBENCH_DATA"])
+    task = ab_common.smollm2_task(ZsreSmolLM2, args.format)
     model = task.load_model()
     model.eval()
     with torch.no_grad():

@@ -10,17 +10,19 @@ prompt format of commits before the chat format.
 """
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ab_common  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--format", default="raw", help="prompt_format where the checkout has one (raw, chat)")
+    parser = ab_common.parser(__doc__, 16)
     args = parser.parse_args()
 
     from editbench.data import user_cache
@@ -28,11 +30,7 @@ def main() -> None:
     from editbench.methods.memit import Memit, MemitConfig
     from editbench.tasks.counterfact import CounterfactSmolLM2
 
-    try:
-        from editbench.tasks.counterfact.task import CounterfactSmolLM2Config
-        task = CounterfactSmolLM2(CounterfactSmolLM2Config(prompt_format=args.format), data_dir=os.environ["EDITBENCH_DATA"])
-    except ImportError:  # a checkout from before the chat format: raw prompts only
-        task = CounterfactSmolLM2(data_dir=os.environ["EDITBENCH_DATA"])
+    task = ab_common.smollm2_task(CounterfactSmolLM2, args.format)
     model = task.load_model()
     method = Memit(MemitConfig())
     method.prepare(task, model, user_cache())
