@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,17 +24,15 @@ GIB = 2 ** 30
 
 
 def one_point(task, model, samples: int, overrides: dict) -> dict:
-    """One statistics point in fresh folders; adds CPU seconds, wall seconds and the RSS floor."""
+    """One statistics point in fresh folders (the row has wall and CPU seconds); adds the RSS floor."""
     from editbench.methods.memit import Memit, MemitConfig
 
     _, preset = task.preset_for(Memit)
     with tempfile.TemporaryDirectory(prefix="memit-stats-") as folder:
         method = Memit(MemitConfig(**{**preset, **overrides, "stats_samples": samples, "stats_dir": str(Path(folder) / "stats")}))
         floor = current_rss_bytes()
-        cpu, wall = time.process_time(), time.perf_counter()
         point = points.memit_statistics_point(method, task, model, Path(folder) / "cache")
-        point.update(cpu_seconds=time.process_time() - cpu, wall_seconds=time.perf_counter() - wall, rss_floor_bytes=floor,
-                     batch_tokens=method.config.stats_batch_tokens)
+        point.update(wall_seconds=point["seconds"], rss_floor_bytes=floor, batch_tokens=method.config.stats_batch_tokens)
     assert point["finite"] and point["positive_diagonal"] and point["computed"] == point["layers"] > 0, point
     return point
 

@@ -3,7 +3,7 @@
 Shared by the pytest suite (`tests/test_bench_*.py`) and the GPU sweep (`benchmarks/gpu_sweep.py`).
 Every point returns a row (a flat dict, JSON-ready) with
 
-    method, phase, m, seconds, peak_memory_bytes, peak_above_start_bytes,
+    method, phase, m, seconds, cpu_seconds, peak_memory_bytes, peak_above_start_bytes,
     peak_gpu_torch_bytes, peak_gpu_nvml_bytes (None on CPU)
 
 from `editbench.measure.Phase` (counters reset at the phase's start; CPU: peak resident memory),
@@ -39,7 +39,7 @@ def measured(device: str, fn: Callable[[], Any]) -> tuple[Any, PhaseStats]:
 
 
 def row(method: str, phase: str, m: int, stats: PhaseStats, **extra) -> dict[str, Any]:
-    return {"method": method, "phase": phase, "m": m, "seconds": stats.seconds,
+    return {"method": method, "phase": phase, "m": m, "seconds": stats.seconds, "cpu_seconds": stats.cpu_seconds,
             "peak_memory_bytes": stats.peak_memory_bytes, "peak_above_start_bytes": stats.peak_above_start_bytes,
             "peak_gpu_torch_bytes": stats.peak_gpu_torch_bytes, "peak_gpu_nvml_bytes": stats.peak_gpu_nvml_bytes,
             **extra}

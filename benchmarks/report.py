@@ -29,7 +29,7 @@ def record(benchmark, point: dict[str, Any], **context) -> dict[str, Any]:
 
 
 def frame(rows: list[dict[str, Any]]):
-    """The rows as a DataFrame: KEY columns, seconds, peak MiB, peak above the phase's start MiB."""
+    """The rows as a DataFrame: KEY columns, wall and CPU seconds, peak MiB, peak above the phase's start MiB."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
@@ -41,7 +41,7 @@ def frame(rows: list[dict[str, Any]]):
     df["above_start_mib"] = df.get("peak_above_start_bytes", pd.Series(dtype=float)) / mib
     if "peak_gpu_nvml_bytes" in df and df["peak_gpu_nvml_bytes"].notna().any():
         df["nvml_mib"] = df["peak_gpu_nvml_bytes"] / mib
-    columns = KEY + ["seconds", "peak_mib", "above_start_mib"] + (["nvml_mib"] if "nvml_mib" in df else [])
+    columns = KEY + ["seconds", "cpu_seconds", "peak_mib", "above_start_mib"] + (["nvml_mib"] if "nvml_mib" in df else [])
     for column in columns:
         if column not in df:  # rows of older runs or of other benchmarks
             df[column] = None
