@@ -174,7 +174,7 @@ def _labels(settings_of: dict[Any, dict[str, str]], name_of: dict[Any, str], sev
             parts = [f"{short if shorts.count(short) == 1 else key}={settings_of[i].get(key, '')}"
                      for key, short in zip(keys, shorts)]
             label = name + (f" ({', '.join(parts)})" if parts else "")
-            labels[i] = label + (f" @{settings_of[i]['code']}" if several_codes else "")
+            labels[i] = label + (f" @{settings_of[i]['code']}" if several_codes and settings_of[i].get("code") else "")
     return labels
 
 
@@ -218,6 +218,40 @@ def _with_rounds(label: str, count: int) -> str:
     return label if count == 1 else f"{label} [{count} rounds]"
 
 
+def _pre_scores(record: dict[str, Any]) -> tuple:
+    return tuple(value(record, ("pre",) + column.path[1:]) for column in COLUMNS.values() if column.baseline)
+
+
+def _baselines(groups: dict[tuple, list[dict[str, Any]]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The unedited model of each group: the same settings less the method's and less the source
+    hash (the methods' code differs, the model they scored does not). Runs at source hashes whose
+    pre-edit scores disagree on a seed (the scoring changed) stay apart: each set of agreeing
+    hashes is one baseline, keyed (and labelled) by its hashes joined with '+'."""
+    pooled: dict[tuple, list[dict[str, Any]]] = {}
+    for (edits, count, _, items), runs in groups.items():
+        rest = tuple((k, v) for k, v in items if not k.startswith("method.") and k != "code")
+        pooled.setdefault((edits, count, rest), []).extend(runs)
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for (edits, count, rest), runs in pooled.items():
+        by_code: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            by_code.setdefault(dict(settings(r))["code"], []).append(r)
+        agreeing: list[tuple[list[str], dict[Any, tuple]]] = []  # (codes, seed -> pre-edit scores)
+        for code in sorted(by_code):
+            scores = {r.get("seed"): _pre_scores(r) for r in by_code[code]}
+            home = next((group for group in agreeing
+                         if all(group[1].get(seed, pre) == pre for seed, pre in scores.items())), None)
+            if home is None:
+                agreeing.append(([code], dict(scores)))
+            else:
+                home[0].append(code)
+                home[1].update(scores)
+        for codes, _ in agreeing:
+            key = rest if len(agreeing) == 1 else tuple(sorted(rest + (("code", "+".join(codes)),)))
+            out[edits, count, key] = [r for code in codes for r in by_code[code]]
+    return out
+
+
 def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """Rows of one task's leaderboard, sorted by (m, rounds), the unedited baselines first in
     each block. A row: {"m", "rounds", "label", "method", "baseline", "runs", "spread",
@@ -228,14 +262,11 @@ def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     for r in records:
         key = (int(r["edits"]), rounds(r), r["method"], tuple(sorted(settings(r, following[r["method"]]).items())))
         groups.setdefault(key, []).append(r)
-    # The unedited model of a group: the same settings less the method's.
-    baselines: dict[tuple, list[dict[str, Any]]] = {}
-    for (edits, count, _, items), runs in groups.items():
-        rest = tuple((k, v) for k, v in items if not k.startswith("method."))
-        baselines.setdefault((edits, count, rest), []).extend(runs)
+    baselines = _baselines(groups)
     several_codes = len({dict(key[3])["code"] for key in groups}) > 1
     group_labels = _labels({k: dict(k[3]) for k in groups}, {k: k[2] for k in groups}, several_codes)
-    base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, several_codes)
+    base_codes = len({dict(key[2]).get("code") for key in baselines}) > 1
+    base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, base_codes)
 
     rows = []
     for base_key, runs in baselines.items():

@@ -108,7 +108,16 @@ def test_runs_from_different_commits_are_not_pooled():
     table = render(runs)["t.md"]
     assert rows(table)["a @0123456"][1:4] == ["1", "–", "0.500"]
     assert rows(table)["a @fedcba9"][1:4] == ["1", "–", "**0.700**"]
-    assert "unedited @0123456" in rows(table)
+    assert "unedited" in rows(table)  # both scored the unedited model identically: one baseline row
+
+
+def test_the_unedited_row_is_split_by_code_only_where_the_pre_edit_scores_differ():
+    a = {**record("a", 0, 0.5, 2.0), "code": "aaaaaaa00000"}
+    b = {**record("b", 0, 0.7, 2.0), "code": "bbbbbbb00000"}
+    assert [label for label in rows(render([a, b])["t.md"]) if label.startswith("unedited")] == ["unedited"]
+    rescored = {**b, "pre": {**b["pre"], "es": 0.2}}  # another scoring of the same model and seed
+    labels = [label for label in rows(render([a, rescored])["t.md"]) if label.startswith("unedited")]
+    assert labels == ["unedited @aaaaaaa", "unedited @bbbbbbb"]
 
 
 def test_dirty_runs_are_skipped_with_a_warning(capsys):
