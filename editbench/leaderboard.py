@@ -227,15 +227,12 @@ def _baselines(groups: dict[tuple, list[dict[str, Any]]]) -> dict[tuple, list[di
     hash (the methods' code differs, the model they scored does not). Runs at source hashes whose
     pre-edit scores disagree on a seed (the scoring changed) stay apart: each set of agreeing
     hashes is one baseline, keyed (and labelled) by its hashes joined with '+'."""
-    pooled: dict[tuple, list[dict[str, Any]]] = {}
+    pooled: dict[tuple, dict[str, list[dict[str, Any]]]] = {}  # baseline key -> code -> runs
     for (edits, count, _, items), runs in groups.items():
         rest = tuple((k, v) for k, v in items if not k.startswith("method.") and k != "code")
-        pooled.setdefault((edits, count, rest), []).extend(runs)
+        pooled.setdefault((edits, count, rest), {}).setdefault(dict(items)["code"], []).extend(runs)
     out: dict[tuple, list[dict[str, Any]]] = {}
-    for (edits, count, rest), runs in pooled.items():
-        by_code: dict[str, list[dict[str, Any]]] = {}
-        for r in runs:
-            by_code.setdefault(dict(settings(r))["code"], []).append(r)
+    for (edits, count, rest), by_code in pooled.items():
         agreeing: list[tuple[list[str], dict[Any, tuple]]] = []  # (codes, seed -> pre-edit scores)
         for code in sorted(by_code):
             scores = {r.get("seed"): _pre_scores(r) for r in by_code[code]}
