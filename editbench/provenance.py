@@ -7,6 +7,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Collection
 
 import torch
 from torch import nn
@@ -74,17 +75,21 @@ def _bit_sum(flat: torch.Tensor, chunk: int = 1 << 20) -> int:
     return sum(int(bits[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, bits.numel(), chunk))
 
 
-def model_fingerprint(model: nn.Module, sample: int = 4096) -> str:
+def model_fingerprint(model: nn.Module, sample: int = 4096, names: Collection[str] | None = None) -> str:
     """sha256 over the model class, its architecture config, and per tensor its name, shape, dtype,
     a strided sample of `sample` values and the sum of all its values' bit patterns.
 
     Depends on the weights only, never on the folder they were loaded from; a changed weight
-    moves the bit sum even where the sample misses it. Reads each tensor once.
+    moves the bit sum even where the sample misses it. Reads each tensor once. `names`: hash only
+    these state-dict entries (default: all), so that the other tensors are never read (weights
+    memory-mapped from a checkpoint stay out of resident memory).
     """
     digest = hashlib.sha256()
     digest.update(type(model).__name__.encode())
     digest.update(json.dumps(architecture_config(model), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
+        if names is not None and name not in names:
+            continue
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // sample)

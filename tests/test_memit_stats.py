@@ -14,6 +14,7 @@ from editbench.methods.memit import stats as stats_module
 from editbench.methods.memit.corpus import WIKITEXT2_VALID, load_texts, paragraphs
 from editbench.methods.memit.stats import compute_covariances, second_moments, token_batches
 from editbench.modules import get_module
+from editbench.provenance import model_fingerprint
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -98,6 +99,36 @@ def test_statistics_are_cached_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr("editbench.methods.memit.method.compute_covariances", stats_module.compute_covariances)
     third = Memit(MemitConfig(**{**config.__dict__, "stats_samples": 3})).prepare(task, model, tmp_path / "unused")
     assert third["stats_computed"] == names and third["stats_cache"] != first["stats_cache"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gptj", "llama"])
+def test_statistics_key_reads_the_weights_below_the_last_edited_module_only(arch):
+    task = TinyCausalTask(arch)
+    model = task.load_model()
+    names = task.edit_modules("memit")  # blocks 1 and 2 of 4
+    read = stats_module.weights_read_before(model, task.tokenizer, names)
+    blocks = "transformer.h" if arch != "llama" else "model.layers"
+    assert any("wte" in key or "embed_tokens" in key for key in read)  # the embeddings feed every key
+    assert any(key.startswith(f"{blocks}.2.") for key in read)  # the last edited block, below its module
+    assert not any(key.startswith(f"{blocks}.3.") or "lm_head" in key or "ln_f" in key or key.endswith("norm.weight")
+                   and not key.startswith(blocks) for key in read)
+    # Independent check of the claim: the statistics do not move when a weight outside `read`
+    # changes (block 3, the final norm, the head), and the key does not either; a weight in it moves both.
+    before = compute_covariances(model, task.tokenizer, names, TEXTS, 512, 60, torch.float64)[0]
+    key = model_fingerprint(model, names=read)
+    state = model.state_dict(keep_vars=True)
+    shared = {state[name].data_ptr() for name in read}  # a tied head is the embedding itself
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name not in read and tensor.data_ptr() not in shared:
+                tensor.add_(0.5)
+    after = compute_covariances(model, task.tokenizer, names, TEXTS, 512, 60, torch.float64)[0]
+    for name in names:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+    assert model_fingerprint(model, names=read) == key != model_fingerprint(model)
+    with torch.no_grad():
+        model.state_dict(keep_vars=True)[read[0]].view(-1)[-1] += 1e-3
+    assert model_fingerprint(model, names=read) != key
 
 
 def _garbage_tensor_bytes(path):

@@ -34,6 +34,19 @@ def test_a_single_value_outside_the_sample_changes_the_fingerprint():
     assert model_fingerprint(layer, sample=16) != before
 
 
+def test_a_fingerprint_of_named_tensors_ignores_and_never_reads_the_others():
+    model = tiny_causal("llama")
+    kept = [name for name in model.state_dict() if name.startswith("model.layers.0.")]
+    before = model_fingerprint(model, names=kept)
+    assert before != model_fingerprint(model)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.add_(1.0)
+    assert model_fingerprint(model, names=kept) == before
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.view(-1)[-1] += 1e-3
+    assert model_fingerprint(model, names=kept) != before
+
+
 def test_architecture_config_changes_the_fingerprint():
     model = tiny_causal("llama")
     before = model_fingerprint(model)

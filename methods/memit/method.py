@@ -26,7 +26,7 @@ from editbench.methods.memit.config import MemitConfig
 from editbench.methods.memit.corpus import load_texts
 from editbench.methods.memit.locate import (block_of, context_weights, contexts, read_at_subjects, require_subjects, tokenise,
                                            weighted_sum_by_owner)
-from editbench.methods.memit.stats import CovarianceCache, compute_covariances
+from editbench.methods.memit.stats import CovarianceCache, compute_covariances, weights_read_before
 from editbench.methods.memit.targets import optimise_targets, split_kl_prompt
 from editbench.methods.memit.update import memit_update
 from editbench.modules import add_to_weight, get_module
@@ -68,8 +68,10 @@ class Memit(Method):
         cfg = self.config
         names = self.modules(task, model)
         root = Path(cfg.stats_dir).expanduser() if cfg.stats_dir else user_cache() / "statistics"
-        cache = CovarianceCache(root, model_fingerprint(model), cfg.stats_corpus, cfg.stats_samples,
-                                cfg.stats_max_length, cfg.stats_dtype)
+        # Keyed by the weights below the last edited module only: the upper blocks are never read.
+        fingerprint = model_fingerprint(model, names=weights_read_before(model, task.tokenizer, names))
+        cache = CovarianceCache(root, fingerprint, cfg.stats_corpus, cfg.stats_samples, cfg.stats_max_length,
+                                cfg.stats_dtype)
         unreadable = cache.missing(names)
         # A corrupt file is removed (with a warning) by `load` and recomputed with the missing ones.
         loaded = {name: cache.load(name) for name in names if name not in unreadable}

@@ -139,6 +139,39 @@ def second_moments(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], m
     return sums, count
 
 
+@torch.no_grad()
+def weights_read_before(model: nn.Module, tokenizer: Any, module_names: Sequence[str]) -> list[str]:
+    """State-dict entries of the modules that run before every module of `module_names` has read its
+    input: the only weights the statistics depend on (with the tokenizer and the corpus).
+
+    Traced on a forward of one short text that stops like `second_moments`; the blocks above and
+    the head never run, so their tensors are never read (`model_fingerprint(names=...)`).
+    """
+    device = next(model.parameters()).device
+    ran: set[str] = set()
+    seen: set[str] = set()
+
+    def entered(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            ran.add(name)
+            if name in module_names:
+                seen.add(name)
+                if len(seen) == len(set(module_names)):
+                    raise StopForward
+        return hook
+
+    handles = [module.register_forward_pre_hook(entered(name)) for name, module in model.named_modules()]
+    ids = tokenizer("The statistics", return_tensors="pt")["input_ids"].to(device)  # [1, t]
+    try:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), **_no_cache(model))
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return [key for key in model.state_dict(keep_vars=True) if key.rpartition(".")[0] in ran]
+
+
 def _no_cache(model: nn.Module) -> dict[str, bool]:
     """`use_cache=False` where the forward takes it: a decoder would otherwise keep every layer's keys and values."""
     return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
