@@ -241,6 +241,7 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
 
     torch.manual_seed(spec.seed)
     phases = {}
+    commit = git_commit()  # at the start: the code this run imports is the code of this commit
 
     log.info(f"loading {task.name}")
     with Phase(device) as phases["load"]:
@@ -295,7 +296,9 @@ def _execute(spec: RunSpec, method: Any, task: Any, preset_name: str | None, pre
         post_extra = task.extra_metrics(model, requests)
 
     run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{method.name}-{task.name}-{len(requests)}-s{spec.seed}-{uuid.uuid4().hex[:6]}"
-    commit = git_commit()
+    if commit is not None and git_commit() != commit:
+        log.warning(f"the checkout changed while the run ran (at start {commit}): recorded as -dirty, without a code hash")
+        commit = commit.removesuffix("-dirty") + "-dirty"
     record = {
         "run_id": run_id,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

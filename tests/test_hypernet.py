@@ -193,3 +193,33 @@ def test_ridge_system_falls_back_to_float64_for_outlier_keys(monkeypatch):
     expected = torch.linalg.solve(k64.T @ k64 + torch.eye(64, dtype=torch.float64), k64.T @ d64).T
     assert shift.dtype == torch.float32
     assert torch.allclose(shift.double(), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_streamed_sum_of_repeated_large_keys_needs_float64_which_cache_all_uses():
+    """Keys of rank 32 < d = 64 at scale 100 (as every token's keys, with a chat template's opening
+    repeated in every request): their float32 `U U^T` plus a small ridge is numerically indefinite,
+    even factored as a float64 copy; summed in float64 it is solved, and equals the direct solve."""
+    from editbench.methods.malmen import MalmenCacheAll
+
+    g = torch.Generator().manual_seed(0)
+    keys = (torch.randn(400, 32, generator=g) @ torch.randn(32, 64, generator=g)) * 100  # [n, d], rank 32
+    grads = torch.randn(400, 8, generator=g)
+    editor = random_editor({"layer": (8, 64)}, seed=1)
+    editor.observe("layer", keys, grads)
+    with torch.no_grad():
+        editor.log_ridge.fill_(0.0)  # lambda = 1
+    parts = [{"layer": (k, v)} for k, v in zip(keys.float().split(50), grads.float().split(50))]
+    stream32 = StreamedShifts(editor.float(), "normal", 4096, torch.float32)
+    for part in parts:
+        stream32.add(part)
+    with pytest.raises(EditbenchError, match="solve_dtype=float64"):
+        stream32.finish()
+    stream64 = StreamedShifts(editor.float(), "normal", 4096, torch.float64)
+    for part in parts:
+        stream64.add(part)
+    got = stream64.finish()["layer"].shift
+    # The same float32 rows at once, the system factored from float64 keys (`ridge_system`).
+    expected = compute_shifts(editor, {"layer": (keys.float(), grads.float())}, "normal", 4096, torch.float64)["layer"].shift
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+    assert MalmenCacheAll().config.solve_dtype == "float64" and MalmenCacheAll().answer_only is False
+    assert MalmenCacheAll.Config().solve_dtype == "float64"

@@ -171,3 +171,16 @@ def test_cli_rounds_prints_and_records_each_round(plugin_env, tmp_path):  # noqa
     assert too_many.returncode == 2 and len(too_many.stderr.strip().splitlines()) == 1
     assert "--edits 17 x --rounds 2 = 34 facts is larger than the eval split of plugin-tiny (32 requests)" in too_many.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_the_commit_is_read_at_the_start_and_a_change_during_the_run_marks_it_dirty(monkeypatch, tmp_path):
+    task, model = TinyCausalTask("gpt2"), tiny_causal("gpt2")
+    spec = RunSpec(method="ft", edits=M, seed=0)
+    calls = iter(["a" * 40, "a" * 40])
+    monkeypatch.setattr("editbench.provenance.git_commit", lambda root=None: next(calls))
+    monkeypatch.setattr("editbench.source.source_hash", lambda method, task, commit: f"code-of-{commit[:4]}")
+    record = execute(spec, method=FineTune(FineTuneConfig(**FT)), task=task, model=model, write=False).record
+    assert record["commit"] == "a" * 40 and record["code"] == "code-of-aaaa"
+    calls = iter(["a" * 40, "b" * 40])  # someone committed (or edited the tree) while it ran
+    record = execute(spec, method=FineTune(FineTuneConfig(**FT)), task=task, model=tiny_causal("gpt2"), write=False).record
+    assert record["commit"] == "a" * 40 + "-dirty" and record["code"] is None

@@ -67,7 +67,8 @@ def _cholesky(gram: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
 def _checked(factor: Tensor, info: Tensor, ridge: float, name: str) -> RidgeSystem:
     if int(info) != 0:
         raise EditbenchError(f"{name}: U U^T + {ridge:g} I is not positive definite (singular keys); "
-                             "the normal equation has no unique solution")
+                             "the normal equation has no unique solution (a float32 sum of repeated or "
+                             "outlying keys can be: use solve_dtype=float64)")
     return RidgeSystem(factor, float(ridge))
 
 

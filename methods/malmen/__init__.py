@@ -1,4 +1,6 @@
 """MALMEN (Tan et al., ICLR 2024) and its ablations (Table 1, Sec. 5.2), on the shared hyper-network."""
+from dataclasses import dataclass, field
+
 from editbench.methods.hypernet import HypernetConfig, HypernetMethod
 
 
@@ -19,9 +21,19 @@ class MalmenNoReg(Malmen):
     no_reg = True
 
 
+@dataclass
+class CacheAllConfig(HypernetConfig):
+    """Every token's keys include rows repeated across requests (a chat template's opening) and the first
+    token's massive activations: `U U^T` summed in float32 is numerically indefinite at a small ridge
+    (counterfact-smollm2, m = 64), so this ablation sums and solves in float64 by default."""
+
+    solve_dtype: str = field(default="float64", metadata=HypernetConfig.__dataclass_fields__["solve_dtype"].metadata)
+
+
 class MalmenCacheAll(Malmen):
     name = "malmen-cache-all"
     description = "MALMEN ablation: cache the keys and value gradients of every token, not only the answer's"
+    Config = CacheAllConfig
     answer_only = False
 
 
@@ -31,4 +43,4 @@ class MalmenFirstFC(Malmen):
     role = "malmen-first-fc"
 
 
-__all__ = ["HypernetConfig", "Malmen", "MalmenCacheAll", "MalmenFirstFC", "MalmenNoReg", "MalmenSumShifts"]
+__all__ = ["CacheAllConfig", "HypernetConfig", "Malmen", "MalmenCacheAll", "MalmenFirstFC", "MalmenNoReg", "MalmenSumShifts"]
