@@ -5,8 +5,10 @@ Each point runs in a fresh process (peak resident memory is a per-process high-w
 warm-up edit of 16 (`benchmarks/fig9.py: measure_edit`). Two ratios are reported in extra_info:
 `peak_ratio` of the process's peak resident memory (model and runtime included, what Fig. 9
 plots) and `above_start_ratio` of what the edit adds above its starting level. The first is held
-to 1.5; the second, a few MiB at m = 64 and so noisy, to 2 (all rows kept at once, as before the
-edit streamed over LM batches, measured 681 vs 393 MiB and 254 vs 25 MiB).
+to 1.5. The second's denominator is a few MiB at m = 64 (8 MiB), so the ratio is noise (1.7, 2.0
+and 2.4 in three runs of one commit); what the edit adds from m = 64 to m = 4096 is held to 32 MiB
+instead (measured 12 MiB; all rows kept at once, as before the edit streamed over LM batches,
+measured 681 vs 393 MiB peak and 254 vs 25 MiB above start: 229 MiB more).
 """
 import sys
 from pathlib import Path
@@ -39,4 +41,4 @@ def test_fig9_malmen_edit_memory_is_flat_in_m_tiny(benchmark):
     assert small["finite"] and large["finite"] and small["changed_fraction"] > 0 and large["changed_fraction"] > 0
     assert small["peak_above_start_bytes"] > 0 and large["peak_memory_bytes"] > 0
     assert peak_ratio <= 1.5, (small, large)
-    assert above_ratio <= 2.0, (small, large)
+    assert large["peak_above_start_bytes"] - small["peak_above_start_bytes"] <= 32 * 2**20, (small, large)
