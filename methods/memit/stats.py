@@ -4,7 +4,8 @@
 One forward pass serves every edited layer: pre-hooks on all edited modules read their inputs, and
 the forward stops as soon as the last of them has been read (the blocks above are never run).
 The sums are float64 and symmetric: only their upper block triangle is computed and kept (`SymmetricSum`).
-Results are cached per (model, module, corpus, sample count) as safetensors with a JSON sidecar
+Results are cached per (the weights below the last edited module (`weights_read_before`), module,
+corpus, sample count) as safetensors with a JSON sidecar
 beside each (provenance and sha256, `editbench.files.write_artifact`); a file whose bytes do not
 match its checksum, or that holds NaN/Inf, is removed with a warning and recomputed.
 """
