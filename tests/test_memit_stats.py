@@ -110,8 +110,8 @@ def test_statistics_key_reads_the_weights_below_the_last_edited_module_only(arch
     blocks = "transformer.h" if arch != "llama" else "model.layers"
     assert any("wte" in key or "embed_tokens" in key for key in read)  # the embeddings feed every key
     assert any(key.startswith(f"{blocks}.2.") for key in read)  # the last edited block, below its module
-    assert not any(key.startswith(f"{blocks}.3.") or "lm_head" in key or "ln_f" in key or key.endswith("norm.weight")
-                   and not key.startswith(blocks) for key in read)
+    assert not any(key.startswith(f"{blocks}.3.") or "lm_head" in key or "ln_f" in key
+                   or (key.endswith("norm.weight") and not key.startswith(blocks)) for key in read)
     # Independent check of the claim: the statistics do not move when a weight outside `read`
     # changes (block 3, the final norm, the head), and the key does not either; a weight in it moves both.
     before = compute_covariances(model, task.tokenizer, names, TEXTS, 512, 60, torch.float64)[0]

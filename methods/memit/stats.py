@@ -149,16 +149,13 @@ def weights_read_before(model: nn.Module, tokenizer: Any, module_names: Sequence
     the head never run, so their tensors are never read (`model_fingerprint(names=...)`).
     """
     device = next(model.parameters()).device
-    ran: set[str] = set()
-    seen: set[str] = set()
+    wanted, ran = set(module_names), set()
 
     def entered(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
             ran.add(name)
-            if name in module_names:
-                seen.add(name)
-                if len(seen) == len(set(module_names)):
-                    raise StopForward
+            if name in wanted and wanted <= ran:
+                raise StopForward
         return hook
 
     handles = [module.register_forward_pre_hook(entered(name)) for name, module in model.named_modules()]
