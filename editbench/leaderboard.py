@@ -8,8 +8,10 @@ results (`IGNORED`: the scoring batch size, and the method's `seed`, which follo
 not split rows; a method field that follows the run's m (`follows_m`: a trained editor's training
 m, when no preset or `--set` fixes it) is shown as `m`, so the same experiment at several m keeps
 one label (one line in the plots). A row's label names what sets it apart from the other rows of its method.
-Runs from a dirty or unknown tree are never shown (skipped with a warning; `editbench leaderboard
---check` fails on them). Every block of one m (and rounds) opens with the unedited model's scores.
+A task's table shows each method at the code of its newest run (`split_by_newest_code`); the runs
+at a method's earlier code are listed apart. Runs from a dirty or unknown tree are never shown
+(skipped with a warning; `editbench leaderboard --check` fails on them). Every block of one m (and
+rounds) opens with the unedited model's scores.
 
 `COLUMNS` declares each column's record path, direction, format and heading; optional columns
 (CounterFact probability scores, perplexity, the mean residual) appear only where a task's runs
@@ -82,6 +84,28 @@ def warn_dirty(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return clean
 
 
+def code_of(record: dict[str, Any]) -> str:
+    """The code a run executed: its source hash, else its commit ('' when neither is known)."""
+    return str(record.get("code") or record.get("commit") or "")
+
+
+def split_by_newest_code(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the runs of each (task, method) at the code of its newest run, the runs at other code).
+
+    The newest run is the one with the latest `timestamp` (ties: the larger code, so the split
+    does not depend on the order of the store). What a leaderboard shows as a method's results is
+    its latest measured code; older code's runs stay in the store as its history.
+    """
+    newest: dict[tuple[str, str], tuple[str, str]] = {}
+    for r in records:
+        key, stamp = (r["task"], r["method"]), (str(r.get("timestamp") or ""), code_of(r))
+        if key not in newest or stamp > newest[key]:
+            newest[key] = stamp
+    current = [r for r in records if code_of(r) == newest[r["task"], r["method"]][1]]
+    earlier = [r for r in records if code_of(r) != newest[r["task"], r["method"]][1]]
+    return current, earlier
+
+
 def rounds(record: dict[str, Any]) -> int:
     """Rounds of sequential editing (1: one batch of m edits, the default and older records)."""
     value = record.get("rounds")
@@ -151,7 +175,7 @@ def settings(record: dict[str, Any], following: set[str] = frozenset()) -> dict[
     out["device"] = str(record.get("device") or "")
     out["model"] = str(record.get("model_fingerprint") or "")[:8]
     out["data"] = _short_hash(record.get("data_sha256") or {})
-    out["code"] = str(record.get("code") or record.get("commit") or "")[:7]
+    out["code"] = code_of(record)[:7]
     libraries = record.get("versions") or {}
     out["libraries"] = " ".join(f"{name} {libraries.get(name, '?')}" for name in ("torch", "transformers"))
     return out
@@ -249,10 +273,11 @@ def _baselines(groups: dict[tuple, list[dict[str, Any]]]) -> dict[tuple, list[di
     return out
 
 
-def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+def task_rows(records: list[dict[str, Any]], task: str, label_code: bool = False) -> list[dict[str, Any]]:
     """Rows of one task's leaderboard, sorted by (m, rounds), the unedited baselines first in
     each block. A row: {"m", "rounds", "label", "method", "baseline", "runs", "spread",
-    "cells": {column: Stats}}; the baseline rows' cells hold the `baseline` columns (from `pre`)."""
+    "cells": {column: Stats}}; the baseline rows' cells hold the `baseline` columns (from `pre`).
+    Labels name the code (`@hash`) where the rows hold several, or always with `label_code`."""
     records = [r for r in records if r["task"] == task]
     following = {name: follows_m([r for r in records if r["method"] == name]) for name in {r["method"] for r in records}}
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -260,9 +285,9 @@ def task_rows(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
         key = (int(r["edits"]), rounds(r), r["method"], tuple(sorted(settings(r, following[r["method"]]).items())))
         groups.setdefault(key, []).append(r)
     baselines = _baselines(groups)
-    several_codes = len({dict(key[3])["code"] for key in groups}) > 1
+    several_codes = label_code or len({dict(key[3])["code"] for key in groups}) > 1
     group_labels = _labels({k: dict(k[3]) for k in groups}, {k: k[2] for k in groups}, several_codes)
-    base_codes = len({dict(key[2]).get("code") for key in baselines}) > 1
+    base_codes = label_code or len({dict(key[2]).get("code") for key in baselines}) > 1
     base_labels = _labels({k: dict(k[2]) for k in baselines}, {k: UNEDITED for k in baselines}, base_codes)
 
     rows = []

@@ -103,12 +103,31 @@ def test_scoring_batch_size_and_method_seed_do_not_split_groups():
     assert rows(table)["a"][1] == "2"
 
 
-def test_runs_from_different_commits_are_not_pooled():
-    runs = [record("a", 0, 0.5, 2.0), record("a", 1, 0.7, 2.0, commit="fedcba9" + "0" * 33)]
-    table = render(runs)["t.md"]
-    assert rows(table)["a @0123456"][1:4] == ["1", "–", "0.500"]
-    assert rows(table)["a @fedcba9"][1:4] == ["1", "–", "**0.700**"]
-    assert "unedited" in rows(table)  # both scored the unedited model identically: one baseline row
+EARLIER = "## Runs at earlier code"
+
+
+def test_runs_from_different_commits_are_not_pooled_and_the_newest_code_leads():
+    newer = {**record("a", 0, 0.5, 2.0), "timestamp": "2026-01-02T00:00:00+00:00"}
+    older = {**record("a", 1, 0.7, 2.0, commit="fedcba9" + "0" * 33), "timestamp": "2026-01-01T00:00:00+00:00"}
+    other = {**record("b", 0, 0.9, 2.0, commit="fedcba9" + "0" * 33), "timestamp": "2025-01-01T00:00:00+00:00"}
+    files = render([older, newer, other])
+    current, earlier = files["t.md"].split(EARLIER)
+    assert rows(current)["a @0123456"][1:4] == ["1", "–", "0.500"]  # the newest run's code, not the larger hash
+    assert rows(current)["b @fedcba9"][1:4] == ["1", "–", "**0.900**"]  # b's newest code, however old
+    assert rows(earlier)["a @fedcba9"][1:4] == ["1", "–", "0.700"]  # not pooled with the newer code
+    assert "unedited" in rows(current)  # both codes scored the unedited model identically: one baseline row
+    plotted = files["plots/t-es.csv"]
+    assert "0.5" in plotted and "0.7" not in plotted  # earlier code is not plotted
+    assert "t.md): 2 runs (and 1 at earlier code)" in files["README.md"]
+    assert "1 run(s) at earlier code" in files["index.html"]
+    assert EARLIER not in render([newer, other])["t.md"]  # no earlier code: no second table
+
+
+def test_the_newest_code_does_not_depend_on_the_order_of_the_store():
+    a = record("a", 0, 0.5, 2.0)
+    b = record("a", 1, 0.7, 2.0, commit="fedcba9" + "0" * 33)  # no timestamps: the larger code leads
+    assert render([a, b])["t.md"] == render([b, a])["t.md"]
+    assert rows(render([a, b])["t.md"].split(EARLIER)[0])["a"][3] == "0.700"
 
 
 def test_the_unedited_row_is_split_by_code_only_where_the_pre_edit_scores_differ():
@@ -193,6 +212,6 @@ def test_runs_pool_by_source_hash_and_split_by_libraries():
     assert rows(render([a, b])["t.md"])["a"][:4] == ["8", "2", "sample", "0.600 ± 0.100"]
     other = {**b, "run_id": "other", "code": "0ther0000000"}
     newer = {**b, "run_id": "newer", "versions": {"torch": "2.13.0", "transformers": "5.25.0"}}
-    table = render([a, other])["t.md"]
-    assert {"a @c0de000", "a @0ther00"} <= set(rows(table))
+    current, earlier = render([a, other])["t.md"].split(EARLIER)  # no timestamps: the larger code leads
+    assert "a" in rows(current) and "a @0ther00" in rows(earlier)
     assert any(label.startswith("a (libraries=torch 2.13.0 transformers 5.25.0)") for label in rows(render([a, newer])["t.md"]))

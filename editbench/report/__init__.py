@@ -1,6 +1,7 @@
 """Reports from the results store: what `editbench leaderboard` writes into `leaderboards/`.
 
-- `<task>.md`: the task's table, m as a dimension (`tables`), with links to its plots;
+- `<task>.md`: the task's table, m as a dimension (`tables`), each method at the code of its newest
+  run (`leaderboard.split_by_newest_code`), with links to its plots, then the runs at earlier code;
 - `plots/<task>-<metric>.csv` + `.svg`: the data behind every plot and the plot (`series`, `plots`);
 - `paper.md`: our numbers beside the paper's published ones (`paper`, `comparison`);
 - `index.html`: all of it on one self-contained page (`html`); `README.md`: the index.
@@ -41,7 +42,8 @@ def render(records: list[dict[str, Any]], draw: bool = True) -> dict[str, str]:
     if not records:
         return dict(EMPTY)
     tasks = sorted({r["task"] for r in records})
-    rows_of = {task: lb.task_rows(records, task) for task in tasks}
+    current, earlier = lb.split_by_newest_code(records)
+    rows_of = {task: lb.task_rows(current, task) for task in tasks}
     files: dict[str, str] = {}
     sections = []
     for task in tasks:
@@ -53,22 +55,28 @@ def render(records: list[dict[str, Any]], draw: bool = True) -> dict[str, str]:
             files[f"{PLOTS_DIR}/{stem}.csv"] = csv_text
             files[f"{PLOTS_DIR}/{stem}.svg"] = svg
             figures.append((stem, svg))
-        files[f"{task}.md"] = tables.render_task(records, task, rows_of[task], [f"{stem}.svg" for stem, _ in figures])
-        sections.append((task, _task_section(rows_of[task], figures)))
+        files[f"{task}.md"] = tables.render_task(current, task, rows_of[task], [f"{stem}.svg" for stem, _ in figures],
+                                                 lb.task_rows(earlier, task, label_code=True))
+        sections.append((task, _task_section(rows_of[task], figures, sum(r["task"] == task for r in earlier))))
     files["paper.md"] = comparison.render(rows_of)
     sections.append(("Our numbers beside the paper's", _paper_section(rows_of)))
-    files["README.md"] = tables.render_index(records, tasks)
+    files["README.md"] = tables.render_index(current, earlier, tasks)
     files["index.html"] = html.page(sections)
     return files
 
 
-def _task_section(rows: list[dict[str, Any]], figures: list[tuple[str, str]]) -> str:
+def _task_section(rows: list[dict[str, Any]], figures: list[tuple[str, str]], older_runs: int) -> str:
+    """The task's table (each method at its newest code), notes and plots; `older_runs`: how many
+    runs at earlier code its markdown page lists besides."""
     headings, body = tables.table_cells(rows)
     baselines = {i for i, row in enumerate(rows) if row["baseline"]}
     plots = "".join(f'<figure>{html.svg_element(svg)}<figcaption><a href="{PLOTS_DIR}/{stem}.csv">data</a>'
                     f"</figcaption></figure>" for stem, svg in figures)
-    return "\n".join([html.table(headings, body, baselines), html.note_list(tables.notes(lb.shown_columns(rows))),
-                      f'<div class="plots">{plots}</div>'])
+    notes = tables.notes(lb.shown_columns(rows))
+    if older_runs:
+        notes.append(f"- Each method at the code of its newest run; {older_runs} run(s) at earlier code are "
+                     "listed in the task's markdown page.")
+    return "\n".join([html.table(headings, body, baselines), html.note_list(notes), f'<div class="plots">{plots}</div>'])
 
 
 def _paper_section(rows_of: dict[str, list[dict[str, Any]]]) -> str:
