@@ -365,6 +365,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating(sweep_env, tmp_path,
     assert len(records(store)) == 1
     dry = sweep(sweep_env, *args, "--dry-run")
     assert "1 done" in dry.stdout and "redo" in dry.stdout, dry.stdout
+    assert "run-hours for 2 run(s)" in dry.stdout  # the two left, priced from the first run's record
     resumed = sweep(sweep_env, *args)
     assert resumed.returncode == 0, resumed.stderr
     seeds = sorted(r["seed"] for r in records(store))
@@ -377,6 +378,7 @@ def test_dry_run_and_bad_input(sweep_env, tmp_path):
                 "--dry-run")
     assert dry.returncode == 0
     assert "run   sweep-scale sweep-tiny m=2 seed 0" in dry.stdout
+    assert "1 run(s) without a recorded run of their method and task not priced" in dry.stdout  # an empty store
     assert "skip  sweep-scale sweep-tiny m=64 seed 0 (m = 64 exceeds the eval split" in dry.stdout
     assert not store.exists()
     for args, message in ((["--method", "sweep-scal", "--task", "sweep-tiny", "--edits", "2"], "did you mean 'sweep-scale'"),

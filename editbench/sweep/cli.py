@@ -96,16 +96,22 @@ def run_sweep(preset, store: Path, common_args: list[str], *, jobs: int = 1, exe
               ray_address: str | None = None, cpus_per_run: int = 1, dry_run: bool = False,
               compare_to: str | None = None, data_dir: str | None = None) -> int:
     """Plan, (dry-)run and optionally compare; returns the exit code (1 when a run failed or differed)."""
+    from editbench.sweep.estimate import estimate
     from editbench.sweep.execute import LocalExecutor, RunCommand
-    from editbench.sweep.plan import SplitSizes, make_plan
+    from editbench.sweep.plan import CurrentCode, SplitSizes, make_plan, store_records
 
-    planned = make_plan(preset.grids, store, sizes=SplitSizes(data_dir))
+    code = CurrentCode()
+    planned = make_plan(preset.grids, store, sizes=SplitSizes(data_dir), code=code)
     counts = {d: sum(p.decision == d for p in planned) for d in ("run", "redo", "done", "skip")}
     click.echo(f"sweep {preset.name}: {len(planned)} runs into {store}: " + ", ".join(
         f"{n} {d}" for d, n in counts.items() if n) + ("" if planned else "nothing to do"))
+    cost = estimate(planned, store_records(store), code)
+    if any(p.to_run for p in planned):
+        click.echo("  " + cost.describe(jobs if executor == "local" else 1))
     if dry_run:
-        for item in planned:
-            click.echo("  " + item.describe())
+        for index, item in enumerate(planned):
+            priced = f" [~{_duration(cost.each[index])}]" if index in cost.each else ""
+            click.echo("  " + item.describe() + priced)
         return 0
     for item in planned:
         if item.decision == "skip":
@@ -138,6 +144,10 @@ def run_sweep(preset, store: Path, common_args: list[str], *, jobs: int = 1, exe
         click.echo(f"compared {checked} runs with {compare_to}: " + (f"{len(lines)} differences" if lines else "all equal"))
         code = code or (1 if lines else 0)
     return code
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _execute(to_run, engine, store: Path) -> list:

@@ -52,14 +52,17 @@ class PlannedRun:
         return f"{self.decision:<4}  {self.run.label()}{why}"
 
 
-def stored_records(out: Path) -> dict[Identity, list[dict[str, Any]]]:
-    """Records of `out/runs.jsonl` by identity (an empty dict when the store does not exist yet)."""
+def store_records(out: Path) -> list[dict[str, Any]]:
+    """Records of `out/runs.jsonl` (none when the store does not exist yet)."""
     from editbench.results import RUNS_FILE, read_runs
 
-    if not (Path(out) / RUNS_FILE).is_file():
-        return {}
+    return read_runs(Path(out)) if (Path(out) / RUNS_FILE).is_file() else []
+
+
+def stored_records(out: Path) -> dict[Identity, list[dict[str, Any]]]:
+    """Records of `out/runs.jsonl` by identity (an empty dict when the store does not exist yet)."""
     found: dict[Identity, list[dict[str, Any]]] = {}
-    for record in read_runs(Path(out)):
+    for record in store_records(out):
         found.setdefault(record_identity(record), []).append(record)
     return found
 
