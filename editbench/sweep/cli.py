@@ -100,12 +100,12 @@ def run_sweep(preset, store: Path, common_args: list[str], *, jobs: int = 1, exe
     from editbench.sweep.execute import LocalExecutor, RunCommand
     from editbench.sweep.plan import CurrentCode, SplitSizes, make_plan, store_records
 
-    code = CurrentCode()
-    planned = make_plan(preset.grids, store, sizes=SplitSizes(data_dir), code=code)
+    current_code = CurrentCode()  # source hashes, read once for the plan and the estimate
+    planned = make_plan(preset.grids, store, sizes=SplitSizes(data_dir), code=current_code)
     counts = {d: sum(p.decision == d for p in planned) for d in ("run", "redo", "done", "skip")}
     click.echo(f"sweep {preset.name}: {len(planned)} runs into {store}: " + ", ".join(
         f"{n} {d}" for d, n in counts.items() if n) + ("" if planned else "nothing to do"))
-    cost = estimate(planned, store_records(store), code)
+    cost = estimate(planned, store_records(store), current_code)
     if any(p.to_run for p in planned):
         click.echo("  " + cost.describe(jobs if executor == "local" else 1))
     if dry_run:
