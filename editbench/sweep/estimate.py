@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from editbench.leaderboard import one_off_seconds, rounds
+from editbench.leaderboard import follows_m, one_off_seconds, rounds
 from editbench.sweep.plan import PlannedRun
 
 TRAINED_KEYS = ("seed", "train_edits")  # method config fields that tell trained editors apart
@@ -74,14 +74,13 @@ def _method_config(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_edits(records: list[dict[str, Any]], edits: int) -> int | None:
-    """The training m a new run of these records' method would use: its m where every record's
-    follows its own m, else the records' most common value (a preset's); None without the field."""
+    """The training m a new run of these records' method would use: its m where the field follows
+    the run's m (`leaderboard.follows_m`), else the records' most common value (a preset's); None
+    without the field."""
     values = [_method_config(r).get("train_edits") for r in records]
     if not values or any(v is None for v in values):
         return None
-    if len({r["edits"] for r in records}) > 1 and all(v == r["edits"] for v, r in zip(values, records)):
-        return edits
-    return statistics.mode(values)
+    return edits if "train_edits" in follows_m(records) else statistics.mode(values)
 
 
 def estimate(planned: Iterable[PlannedRun], records: list[dict[str, Any]],
@@ -106,7 +105,8 @@ def estimate(planned: Iterable[PlannedRun], records: list[dict[str, Any]],
             continue
         seconds = statistics.median(loads) + scoring + edit
         train_edits = _train_edits(of_method, item.identity.edits)
-        key = (run.method, run.task, (item.identity.seed, train_edits) if train_edits is not None else ())
+        planned_config = {"seed": item.identity.seed, "train_edits": train_edits} if train_edits is not None else {}
+        key = (run.method, run.task, _artifact(planned_config))
         if key not in built:
             built.add(key)
             if train_edits is not None:
