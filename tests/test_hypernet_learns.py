@@ -111,9 +111,9 @@ def test_cached_keys_and_value_gradients_reproduce_the_weight_gradient(task):
         expected = grad.T if is_transposed(get_module(model, name)) else grad  # GPT-2's Conv1D stores [d, d']
         torch.testing.assert_close(value_grads.T @ keys, expected, rtol=1e-9, atol=1e-12)
     answer = capture(task, model, names, pairs, answer_only=True, batch_size=2)
-    for name in names:
-        rows = {tuple(r.tolist()) for r in cache[name][0]}
-        assert all(tuple(r.tolist()) in rows for r in answer[name][0])
+    for name in names:  # each answer key among every token's keys (to rounding: the passes pack differently)
+        nearest = torch.cdist(answer[name][0], cache[name][0], compute_mode="donot_use_mm_for_euclid_dist").min(-1).values
+        assert float(nearest.max()) <= 1e-9 * float(cache[name][0].norm(dim=-1).max())
         assert 0 < len(answer[name][0]) < len(cache[name][0])
 
 

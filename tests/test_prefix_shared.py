@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from editbench.methods.hypernet import capture as capture_module
 from editbench.methods.hypernet.capture import capture
 from editbench.methods.hypernet.meta import EditorSetup, meta_gradient
 from editbench.methods.hypernet.training import apply_editor, meta_batch
@@ -173,8 +174,10 @@ def test_edit_gives_the_same_deltas(task):
         assert float(expected[name].abs().max()) > 0
 
 
-def test_a_reused_opening_follows_the_weights(task):
-    """Without graph the opening's run is reused across batches until a parameter changes in place."""
+def test_a_reused_opening_follows_the_weights(task, monkeypatch):
+    """Without graph the opening's run is reused across batches until a parameter changes in place
+    (the padded passes, which batches that do not pack take)."""
+    monkeypatch.setattr(capture_module, "_packs", lambda *args: False)
     names = upper(task)
     pairs = train_pairs(task, 6, seed=9)
     cache = PrefixCache(task.model, names, skip_lower=False)
@@ -198,9 +201,11 @@ def test_a_reused_opening_follows_the_weights(task):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-def test_rows_own_openings_run_without_graph_and_change_no_capture(task):
+def test_rows_own_openings_run_without_graph_and_change_no_capture(task, monkeypatch):
     """Raw prompts share no opening: each row's tokens before the batch's first key run as one batch
-    without graph (`own_openings`), and keys and value gradients equal the plain pass's."""
+    without graph (`own_openings`), and keys and value gradients equal the plain pass's (the padded
+    passes, which batches that do not pack take)."""
+    monkeypatch.setattr(capture_module, "_packs", lambda *args: False)
     names = upper(task, (1, 2, 3))
     pairs = [(r.prompt, r.target) for r in task.requests("train", 5, seed=4)]
     plain = PrefixCache(task.model, names, skip_lower=False, share_starts=False)
